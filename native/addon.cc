@@ -1,0 +1,488 @@
+// tskvm native addon: the only native code in tskvm.
+//
+// It does exactly what JavaScript cannot: open device files, issue ioctl(2)
+// with raw buffers, mmap guest RAM and the vCPU's kvm_run page (exposed as
+// external ArrayBuffers, no copies), create eventfds, and kick a vCPU thread
+// out of KVM_RUN with a signal. Every policy decision lives in TypeScript.
+//
+// Errors: a failing syscall throws a JS Error whose `code` is the errno name
+// ("ENOENT", "EACCES", ...) and whose message names the call, e.g.
+// "KVM_CREATE_VM failed: Permission denied (EACCES)".
+//
+// The module is context-aware (NODE_API_MODULE registers per environment),
+// so it loads in worker_threads; shared state is process-wide and guarded.
+
+#include <napi.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+
+namespace {
+
+// ---------------------------------------------------------------- errors
+
+struct IoctlName {
+  unsigned long request;
+  const char* name;
+};
+
+#define NAME(x) {(unsigned long)(x), #x}
+const IoctlName kIoctlNames[] = {
+    NAME(KVM_GET_API_VERSION), NAME(KVM_CREATE_VM), NAME(KVM_CHECK_EXTENSION),
+    NAME(KVM_GET_VCPU_MMAP_SIZE), NAME(KVM_GET_SUPPORTED_CPUID),
+    NAME(KVM_GET_MSR_INDEX_LIST), NAME(KVM_GET_MSR_FEATURE_INDEX_LIST),
+    NAME(KVM_CREATE_VCPU), NAME(KVM_SET_USER_MEMORY_REGION), NAME(KVM_SET_TSS_ADDR),
+    NAME(KVM_SET_IDENTITY_MAP_ADDR), NAME(KVM_CREATE_IRQCHIP), NAME(KVM_CREATE_PIT2),
+    NAME(KVM_IRQ_LINE), NAME(KVM_IRQ_LINE_STATUS), NAME(KVM_GET_IRQCHIP),
+    NAME(KVM_SET_IRQCHIP), NAME(KVM_SET_GSI_ROUTING), NAME(KVM_IRQFD), NAME(KVM_IOEVENTFD),
+    NAME(KVM_SIGNAL_MSI), NAME(KVM_GET_CLOCK), NAME(KVM_SET_CLOCK), NAME(KVM_ENABLE_CAP),
+    NAME(KVM_GET_DIRTY_LOG), NAME(KVM_RUN), NAME(KVM_GET_REGS), NAME(KVM_SET_REGS),
+    NAME(KVM_GET_SREGS), NAME(KVM_SET_SREGS), NAME(KVM_GET_FPU), NAME(KVM_SET_FPU),
+    NAME(KVM_GET_MSRS), NAME(KVM_SET_MSRS), NAME(KVM_SET_CPUID2), NAME(KVM_GET_CPUID2),
+    NAME(KVM_GET_VCPU_EVENTS), NAME(KVM_SET_VCPU_EVENTS), NAME(KVM_SET_GUEST_DEBUG),
+    NAME(KVM_GET_LAPIC), NAME(KVM_SET_LAPIC), NAME(KVM_GET_MP_STATE), NAME(KVM_SET_MP_STATE),
+    NAME(KVM_TRANSLATE), NAME(KVM_INTERRUPT), NAME(KVM_NMI), NAME(KVM_GET_XSAVE),
+    NAME(KVM_SET_XSAVE), NAME(KVM_GET_XCRS), NAME(KVM_SET_XCRS), NAME(KVM_SET_TSC_KHZ),
+    NAME(KVM_GET_TSC_KHZ), NAME(KVM_GET_DEBUGREGS), NAME(KVM_SET_DEBUGREGS),
+    NAME(KVM_SET_BOOT_CPU_ID), NAME(KVM_GET_PIT2), NAME(KVM_SET_PIT2),
+};
+#undef NAME
+
+std::string IoctlNameOf(unsigned long request) {
+  for (const auto& entry : kIoctlNames) {
+    if (entry.request == request) return entry.name;
+  }
+  char buf[48];
+  snprintf(buf, sizeof buf, "ioctl 0x%lx", request);
+  return buf;
+}
+
+// Builds `Error("<what> failed: <strerror> (<ENAME>)")` with `.code`/`.errno`/`.syscall`.
+Napi::Error ErrnoError(Napi::Env env, const std::string& what, int err) {
+  const char* ename = strerrorname_np(err);
+  std::string code = ename ? ename : "E" + std::to_string(err);
+  std::string message = what + " failed: " + strerror(err) + " (" + code + ")";
+  Napi::Error error = Napi::Error::New(env, message);
+  error.Set("code", Napi::String::New(env, code));
+  error.Set("errno", Napi::Number::New(env, err));
+  error.Set("syscall", Napi::String::New(env, what));
+  return error;
+}
+
+Napi::Value ThrowErrno(Napi::Env env, const std::string& what, int err) {
+  ErrnoError(env, what, err).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+Napi::Value ThrowType(Napi::Env env, const char* message) {
+  Napi::TypeError::New(env, message).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+bool ArgInt(const Napi::CallbackInfo& info, size_t i, int64_t* out) {
+  if (info.Length() <= i || !info[i].IsNumber()) return false;
+  double d = info[i].As<Napi::Number>().DoubleValue();
+  if (d != (double)(int64_t)d) return false;
+  *out = (int64_t)d;
+  return true;
+}
+
+// --------------------------------------------------------------- mappings
+//
+// Guest RAM and kvm_run pages are mmap'd here and recorded in a process-wide
+// table keyed by a small integer id. JS gets external ArrayBuffers that do NOT
+// own the memory (no finalizer): a GC must never munmap RAM under a live
+// memslot. The owner (GuestMemory / Vcpu in TS) frees by explicit unmap(id).
+// Workers re-wrap the same pages by id because ArrayBuffers over external
+// memory cannot be transferred between threads.
+
+struct Mapping {
+  void* addr;
+  size_t size;
+};
+
+std::mutex g_mappings_mutex;
+std::map<uint32_t, Mapping> g_mappings;
+uint32_t g_next_mapping_id = 1;
+
+uint32_t AddMapping(void* addr, size_t size) {
+  std::lock_guard<std::mutex> lock(g_mappings_mutex);
+  uint32_t id = g_next_mapping_id++;
+  g_mappings[id] = Mapping{addr, size};
+  return id;
+}
+
+bool FindMapping(uint32_t id, Mapping* out) {
+  std::lock_guard<std::mutex> lock(g_mappings_mutex);
+  auto it = g_mappings.find(id);
+  if (it == g_mappings.end()) return false;
+  *out = it->second;
+  return true;
+}
+
+// mapAnonymous(size) -> id. Private anonymous memory for guest RAM; NORESERVE
+// so untouched guest pages cost nothing.
+Napi::Value MapAnonymous(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t size;
+  if (!ArgInt(info, 0, &size) || size <= 0) return ThrowType(env, "mapAnonymous(size): size must be a positive integer");
+  void* addr = mmap(nullptr, (size_t)size, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (addr == MAP_FAILED) return ThrowErrno(env, "mmap", errno);
+  // Guest RAM benefits from transparent huge pages; failure is harmless.
+  madvise(addr, (size_t)size, MADV_HUGEPAGE);
+  return Napi::Number::New(env, AddMapping(addr, (size_t)size));
+}
+
+// mapFd(fd, size, offset) -> id. Used for the vCPU's shared kvm_run area.
+Napi::Value MapFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd, size, offset = 0;
+  if (!ArgInt(info, 0, &fd) || !ArgInt(info, 1, &size) || size <= 0)
+    return ThrowType(env, "mapFd(fd, size, offset?): fd and size must be integers");
+  if (info.Length() > 2 && !ArgInt(info, 2, &offset)) return ThrowType(env, "mapFd: offset must be an integer");
+  void* addr = mmap(nullptr, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, (int)fd, (off_t)offset);
+  if (addr == MAP_FAILED) return ThrowErrno(env, "mmap", errno);
+  return Napi::Number::New(env, AddMapping(addr, (size_t)size));
+}
+
+Napi::Value MappingBuffer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t id;
+  Mapping m;
+  if (!ArgInt(info, 0, &id) || !FindMapping((uint32_t)id, &m))
+    return ThrowType(env, "mappingBuffer(id): no such mapping");
+  // No finalizer: the buffer never owns the pages (see the table comment).
+  return Napi::ArrayBuffer::New(env, m.addr, m.size);
+}
+
+Napi::Value MappingAddress(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t id;
+  Mapping m;
+  if (!ArgInt(info, 0, &id) || !FindMapping((uint32_t)id, &m))
+    return ThrowType(env, "mappingAddress(id): no such mapping");
+  return Napi::BigInt::New(env, (uint64_t)(uintptr_t)m.addr);
+}
+
+Napi::Value Unmap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t id;
+  if (!ArgInt(info, 0, &id)) return ThrowType(env, "unmap(id): id must be an integer");
+  Mapping m;
+  {
+    std::lock_guard<std::mutex> lock(g_mappings_mutex);
+    auto it = g_mappings.find((uint32_t)id);
+    if (it == g_mappings.end()) return Napi::Boolean::New(env, false);
+    m = it->second;
+    g_mappings.erase(it);
+  }
+  if (munmap(m.addr, m.size) != 0) return ThrowErrno(env, "munmap", errno);
+  return Napi::Boolean::New(env, true);
+}
+
+Napi::Value MappingCount(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_mappings_mutex);
+  return Napi::Number::New(info.Env(), (double)g_mappings.size());
+}
+
+// --------------------------------------------------------------- files
+
+Napi::Value Open(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t flags;
+  if (info.Length() < 2 || !info[0].IsString() || !ArgInt(info, 1, &flags))
+    return ThrowType(env, "open(path, flags): expected a string and an integer");
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  int fd = open(path.c_str(), (int)flags | O_CLOEXEC);
+  if (fd < 0) return ThrowErrno(env, "open " + path, errno);
+  return Napi::Number::New(env, fd);
+}
+
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd;
+  if (!ArgInt(info, 0, &fd)) return ThrowType(env, "close(fd): fd must be an integer");
+  if (close((int)fd) != 0) return ThrowErrno(env, "close", errno);
+  return env.Undefined();
+}
+
+// ioctl(fd, request, arg?) -> non-negative result.
+// arg: omitted/number/bigint (passed by value) or an ArrayBuffer/TypedArray/
+// DataView whose bytes are passed by pointer (the kernel reads and/or writes
+// them in place, so struct results appear in the caller's buffer).
+Napi::Value Ioctl(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd, request;
+  if (!ArgInt(info, 0, &fd) || !ArgInt(info, 1, &request))
+    return ThrowType(env, "ioctl(fd, request, arg?): fd and request must be integers");
+  unsigned long arg = 0;
+  if (info.Length() > 2 && !info[2].IsUndefined()) {
+    Napi::Value v = info[2];
+    if (v.IsNumber()) {
+      arg = (unsigned long)v.As<Napi::Number>().Int64Value();
+    } else if (v.IsBigInt()) {
+      bool lossless;
+      arg = (unsigned long)v.As<Napi::BigInt>().Uint64Value(&lossless);
+    } else if (v.IsArrayBuffer()) {
+      arg = (unsigned long)(uintptr_t)v.As<Napi::ArrayBuffer>().Data();
+    } else if (v.IsTypedArray()) {
+      Napi::TypedArray ta = v.As<Napi::TypedArray>();
+      arg = (unsigned long)(uintptr_t)((uint8_t*)ta.ArrayBuffer().Data() + ta.ByteOffset());
+    } else if (v.IsDataView()) {
+      Napi::DataView dv = v.As<Napi::DataView>();
+      arg = (unsigned long)(uintptr_t)((uint8_t*)dv.ArrayBuffer().Data() + dv.ByteOffset());
+    } else {
+      return ThrowType(env, "ioctl: arg must be a number, bigint, ArrayBuffer, TypedArray or DataView");
+    }
+  }
+  int r = ioctl((int)fd, (unsigned long)request, arg);
+  if (r < 0) return ThrowErrno(env, IoctlNameOf((unsigned long)request), errno);
+  return Napi::Number::New(env, r);
+}
+
+// --------------------------------------------------------------- vCPU run and kick
+//
+// Kicking a vCPU out of KVM_RUN (KVM API doc, "immediate_exit"): the kicker
+// sets kvm_run->immediate_exit = 1 and sends a real-time signal to the thread
+// that runs the vCPU. Either KVM_RUN is not yet entered (it then returns
+// EINTR at once thanks to immediate_exit) or the signal interrupts it. The
+// handler does nothing; it exists so the signal interrupts instead of killing.
+// SIGUSR1 is avoided because Node's inspector uses it.
+
+int KickSignal() { return SIGRTMIN + 4; }
+
+void KickHandler(int) {}
+
+std::once_flag g_kick_handler_once;
+
+void InstallKickHandler() {
+  std::call_once(g_kick_handler_once, [] {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = KickHandler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  // deliberately no SA_RESTART: KVM_RUN must return EINTR
+    sigaction(KickSignal(), &sa, nullptr);
+  });
+}
+
+struct VcpuThread {
+  pthread_t thread;
+  struct kvm_run* run;
+};
+
+std::mutex g_vcpus_mutex;
+std::map<int, VcpuThread> g_vcpus;  // keyed by vCPU fd
+
+// bindVcpuThread(vcpuFd, runMappingId): the calling thread will run this vCPU.
+Napi::Value BindVcpuThread(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd, mapping_id;
+  Mapping m;
+  if (!ArgInt(info, 0, &fd) || !ArgInt(info, 1, &mapping_id) || !FindMapping((uint32_t)mapping_id, &m))
+    return ThrowType(env, "bindVcpuThread(fd, runMappingId): bad arguments");
+  InstallKickHandler();
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, KickSignal());
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+  std::lock_guard<std::mutex> lock(g_vcpus_mutex);
+  g_vcpus[(int)fd] = VcpuThread{pthread_self(), (struct kvm_run*)m.addr};
+  return env.Undefined();
+}
+
+Napi::Value UnbindVcpuThread(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd;
+  if (!ArgInt(info, 0, &fd)) return ThrowType(env, "unbindVcpuThread(fd): fd must be an integer");
+  std::lock_guard<std::mutex> lock(g_vcpus_mutex);
+  g_vcpus.erase((int)fd);
+  return env.Undefined();
+}
+
+// kick(vcpuFd) -> true if a bound thread was signalled.
+Napi::Value Kick(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd;
+  if (!ArgInt(info, 0, &fd)) return ThrowType(env, "kick(fd): fd must be an integer");
+  std::lock_guard<std::mutex> lock(g_vcpus_mutex);
+  auto it = g_vcpus.find((int)fd);
+  if (it == g_vcpus.end()) return Napi::Boolean::New(env, false);
+  __atomic_store_n(&it->second.run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+  int r = pthread_kill(it->second.thread, KickSignal());
+  return Napi::Boolean::New(env, r == 0);
+}
+
+// run(vcpuFd) -> 0 after a normal exit, or -EINTR / -EAGAIN when KVM_RUN was
+// interrupted (kick, signal); immediate_exit is cleared in that case. Other
+// errors throw. Synchronous by design: the caller is a vCPU thread.
+Napi::Value Run(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd;
+  if (!ArgInt(info, 0, &fd)) return ThrowType(env, "run(fd): fd must be an integer");
+  int r = ioctl((int)fd, KVM_RUN, 0);
+  if (r < 0) {
+    int err = errno;
+    if (err == EINTR || err == EAGAIN) {
+      std::lock_guard<std::mutex> lock(g_vcpus_mutex);
+      auto it = g_vcpus.find((int)fd);
+      if (it != g_vcpus.end()) __atomic_store_n(&it->second.run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+      return Napi::Number::New(env, -err);
+    }
+    return ThrowErrno(env, "KVM_RUN", err);
+  }
+  return Napi::Number::New(env, 0);
+}
+
+// --------------------------------------------------------------- eventfd
+
+Napi::Value EventFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t initval = 0, flags = 0;
+  if (info.Length() > 0 && !ArgInt(info, 0, &initval)) return ThrowType(env, "eventfd(initval?, flags?)");
+  if (info.Length() > 1 && !ArgInt(info, 1, &flags)) return ThrowType(env, "eventfd(initval?, flags?)");
+  int fd = eventfd((unsigned int)initval, (int)flags | EFD_CLOEXEC);
+  if (fd < 0) return ThrowErrno(env, "eventfd", errno);
+  return Napi::Number::New(env, fd);
+}
+
+// eventfdRead(fd) -> counter value as number, or null if it would block.
+Napi::Value EventFdRead(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd;
+  if (!ArgInt(info, 0, &fd)) return ThrowType(env, "eventfdRead(fd)");
+  uint64_t value;
+  ssize_t n = read((int)fd, &value, sizeof value);
+  if (n < 0) {
+    if (errno == EAGAIN) return env.Null();
+    return ThrowErrno(env, "eventfd read", errno);
+  }
+  return Napi::Number::New(env, (double)value);
+}
+
+Napi::Value EventFdWrite(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd, value;
+  if (!ArgInt(info, 0, &fd) || !ArgInt(info, 1, &value) || value <= 0) return ThrowType(env, "eventfdWrite(fd, value>0)");
+  uint64_t v = (uint64_t)value;
+  if (write((int)fd, &v, sizeof v) < 0) return ThrowErrno(env, "eventfd write", errno);
+  return env.Undefined();
+}
+
+// --------------------------------------------------------------- layout facts
+//
+// Sizes and offsets taken from <linux/kvm.h> at build time, so tests can check
+// that every TypeScript struct codec agrees with the kernel header.
+
+Napi::Object Layout(Napi::Env env) {
+  Napi::Object o = Napi::Object::New(env);
+  auto set = [&](const char* k, size_t v) { o.Set(k, Napi::Number::New(env, (double)v)); };
+#define SIZE(s) set("sizeof " #s, sizeof(struct s))
+#define OFF(s, f) set(#s "." #f, offsetof(struct s, f))
+  SIZE(kvm_regs); OFF(kvm_regs, rax); OFF(kvm_regs, rsp); OFF(kvm_regs, r15); OFF(kvm_regs, rip); OFF(kvm_regs, rflags);
+  SIZE(kvm_segment); OFF(kvm_segment, base); OFF(kvm_segment, limit); OFF(kvm_segment, selector);
+  OFF(kvm_segment, type); OFF(kvm_segment, present); OFF(kvm_segment, dpl); OFF(kvm_segment, db);
+  OFF(kvm_segment, s); OFF(kvm_segment, l); OFF(kvm_segment, g); OFF(kvm_segment, avl); OFF(kvm_segment, unusable);
+  SIZE(kvm_dtable); OFF(kvm_dtable, base); OFF(kvm_dtable, limit);
+  SIZE(kvm_sregs); OFF(kvm_sregs, cs); OFF(kvm_sregs, ss); OFF(kvm_sregs, tr); OFF(kvm_sregs, ldt);
+  OFF(kvm_sregs, gdt); OFF(kvm_sregs, idt); OFF(kvm_sregs, cr0); OFF(kvm_sregs, cr2); OFF(kvm_sregs, cr3);
+  OFF(kvm_sregs, cr4); OFF(kvm_sregs, cr8); OFF(kvm_sregs, efer); OFF(kvm_sregs, apic_base); OFF(kvm_sregs, interrupt_bitmap);
+  SIZE(kvm_fpu); OFF(kvm_fpu, fpr); OFF(kvm_fpu, fcw); OFF(kvm_fpu, last_ip); OFF(kvm_fpu, xmm); OFF(kvm_fpu, mxcsr);
+  SIZE(kvm_msr_entry); OFF(kvm_msr_entry, index); OFF(kvm_msr_entry, data);
+  SIZE(kvm_msrs); OFF(kvm_msrs, entries);
+  SIZE(kvm_cpuid_entry2); OFF(kvm_cpuid_entry2, function); OFF(kvm_cpuid_entry2, index); OFF(kvm_cpuid_entry2, flags);
+  OFF(kvm_cpuid_entry2, eax); OFF(kvm_cpuid_entry2, ebx); OFF(kvm_cpuid_entry2, ecx); OFF(kvm_cpuid_entry2, edx);
+  SIZE(kvm_cpuid2); OFF(kvm_cpuid2, entries);
+  SIZE(kvm_userspace_memory_region); OFF(kvm_userspace_memory_region, slot); OFF(kvm_userspace_memory_region, flags);
+  OFF(kvm_userspace_memory_region, guest_phys_addr); OFF(kvm_userspace_memory_region, memory_size);
+  OFF(kvm_userspace_memory_region, userspace_addr);
+  SIZE(kvm_pit_config); SIZE(kvm_irq_level); OFF(kvm_irq_level, level);
+  SIZE(kvm_vcpu_events); OFF(kvm_vcpu_events, exception); OFF(kvm_vcpu_events, interrupt);
+  OFF(kvm_vcpu_events, nmi); OFF(kvm_vcpu_events, sipi_vector); OFF(kvm_vcpu_events, flags);
+  OFF(kvm_vcpu_events, smi); OFF(kvm_vcpu_events, exception_has_payload); OFF(kvm_vcpu_events, exception_payload);
+  SIZE(kvm_guest_debug); OFF(kvm_guest_debug, control); OFF(kvm_guest_debug, arch);
+  SIZE(kvm_ioeventfd); OFF(kvm_ioeventfd, datamatch); OFF(kvm_ioeventfd, addr); OFF(kvm_ioeventfd, len);
+  OFF(kvm_ioeventfd, fd); OFF(kvm_ioeventfd, flags);
+  SIZE(kvm_irqfd); OFF(kvm_irqfd, fd); OFF(kvm_irqfd, gsi); OFF(kvm_irqfd, flags); OFF(kvm_irqfd, resamplefd);
+  SIZE(kvm_run); OFF(kvm_run, request_interrupt_window); OFF(kvm_run, immediate_exit); OFF(kvm_run, exit_reason);
+  OFF(kvm_run, ready_for_interrupt_injection); OFF(kvm_run, if_flag); OFF(kvm_run, flags); OFF(kvm_run, cr8);
+  OFF(kvm_run, apic_base); OFF(kvm_run, hw); OFF(kvm_run, io); OFF(kvm_run, mmio); OFF(kvm_run, internal);
+  OFF(kvm_run, fail_entry); OFF(kvm_run, system_event); OFF(kvm_run, debug); OFF(kvm_run, ex);
+  set("kvm_run.io.direction", offsetof(struct kvm_run, io.direction));
+  set("kvm_run.io.size", offsetof(struct kvm_run, io.size));
+  set("kvm_run.io.port", offsetof(struct kvm_run, io.port));
+  set("kvm_run.io.count", offsetof(struct kvm_run, io.count));
+  set("kvm_run.io.data_offset", offsetof(struct kvm_run, io.data_offset));
+  set("kvm_run.mmio.phys_addr", offsetof(struct kvm_run, mmio.phys_addr));
+  set("kvm_run.mmio.data", offsetof(struct kvm_run, mmio.data));
+  set("kvm_run.mmio.len", offsetof(struct kvm_run, mmio.len));
+  set("kvm_run.mmio.is_write", offsetof(struct kvm_run, mmio.is_write));
+  set("kvm_run.internal.suberror", offsetof(struct kvm_run, internal.suberror));
+  set("kvm_run.internal.ndata", offsetof(struct kvm_run, internal.ndata));
+  set("kvm_run.internal.data", offsetof(struct kvm_run, internal.data));
+  set("kvm_run.emulation_failure.flags", offsetof(struct kvm_run, emulation_failure.flags));
+  set("kvm_run.emulation_failure.insn_size", offsetof(struct kvm_run, emulation_failure.insn_size));
+  set("kvm_run.emulation_failure.insn_bytes", offsetof(struct kvm_run, emulation_failure.insn_bytes));
+  set("kvm_run.fail_entry.hardware_entry_failure_reason", offsetof(struct kvm_run, fail_entry.hardware_entry_failure_reason));
+  set("kvm_run.fail_entry.cpu", offsetof(struct kvm_run, fail_entry.cpu));
+  set("kvm_run.system_event.type", offsetof(struct kvm_run, system_event.type));
+  set("kvm_run.system_event.ndata", offsetof(struct kvm_run, system_event.ndata));
+  set("kvm_run.system_event.data", offsetof(struct kvm_run, system_event.data));
+  set("kvm_run.debug.arch.exception", offsetof(struct kvm_run, debug.arch.exception));
+  set("kvm_run.debug.arch.pc", offsetof(struct kvm_run, debug.arch.pc));
+  set("kvm_run.debug.arch.dr6", offsetof(struct kvm_run, debug.arch.dr6));
+  set("kvm_run.debug.arch.dr7", offsetof(struct kvm_run, debug.arch.dr7));
+#undef SIZE
+#undef OFF
+  return o;
+}
+
+// Request numbers straight from the header: TS keeps its own table (readable
+// as a lesson) and a test checks it against these.
+Napi::Object IoctlNumbers(Napi::Env env) {
+  Napi::Object o = Napi::Object::New(env);
+  for (const auto& entry : kIoctlNames) o.Set(entry.name, Napi::Number::New(env, (double)entry.request));
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("open", Napi::Function::New(env, Open));
+  exports.Set("close", Napi::Function::New(env, Close));
+  exports.Set("ioctl", Napi::Function::New(env, Ioctl));
+  exports.Set("mapAnonymous", Napi::Function::New(env, MapAnonymous));
+  exports.Set("mapFd", Napi::Function::New(env, MapFd));
+  exports.Set("mappingBuffer", Napi::Function::New(env, MappingBuffer));
+  exports.Set("mappingAddress", Napi::Function::New(env, MappingAddress));
+  exports.Set("unmap", Napi::Function::New(env, Unmap));
+  exports.Set("mappingCount", Napi::Function::New(env, MappingCount));
+  exports.Set("bindVcpuThread", Napi::Function::New(env, BindVcpuThread));
+  exports.Set("unbindVcpuThread", Napi::Function::New(env, UnbindVcpuThread));
+  exports.Set("kick", Napi::Function::New(env, Kick));
+  exports.Set("run", Napi::Function::New(env, Run));
+  exports.Set("eventfd", Napi::Function::New(env, EventFd));
+  exports.Set("eventfdRead", Napi::Function::New(env, EventFdRead));
+  exports.Set("eventfdWrite", Napi::Function::New(env, EventFdWrite));
+  exports.Set("layout", Layout(env));
+  exports.Set("ioctlNumbers", IoctlNumbers(env));
+  exports.Set("O_RDWR", Napi::Number::New(env, O_RDWR));
+  exports.Set("EFD_NONBLOCK", Napi::Number::New(env, EFD_NONBLOCK));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(tskvm_native, Init)
