@@ -411,6 +411,9 @@ function loadElf(memory: GuestMemory, options: LinuxLoadOptions): LinuxBootInfo 
   const bp = createBootParams();
   const hdr = parseSetupHeader(bp); // all zero
   hdr.bootFlag = BOOT_FLAG_MAGIC;
+  // jump: `jmp short` (0xEB) over the header to SETUP_HEADER_END; its operand
+  // is how a reader finds the header's end (0x202 + byte at 0x201).
+  hdr.jump = 0xeb | ((SETUP_HEADER_END - 0x202) << 8);
   hdr.header = HEADER_MAGIC;
   hdr.version = ELF_PROTOCOL_VERSION;
   hdr.loadflags = LOADFLAG_LOADED_HIGH;
