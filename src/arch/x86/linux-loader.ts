@@ -125,7 +125,7 @@ function hex(n: number | bigint): string {
 
 function mib(n: number): string {
   const v = n / (1024 * 1024);
-  return Number.isInteger(v) ? String(v) : v.toFixed(1);
+  return Number.isInteger(v) ? String(v) : v.toFixed(v < 1 ? 2 : 1);
 }
 
 function alignUp(n: number, a: number): number {
