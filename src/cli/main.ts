@@ -1,0 +1,141 @@
+// The `tskvm` command.
+//
+// Exit codes: 0 the guest halted or powered off; 1 a host-side problem (bad
+// option, missing file, no /dev/kvm, ...) reported in one sentence; 2 the guest
+// stopped on an error (emulation failure, triple fault, failed entry), with a
+// report on stderr.
+import * as fs from 'fs';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Kvm } from '../kvm/kvm';
+import { Machine } from '../vmm/machine';
+import { formatExitReport } from '../vmm/exit-report';
+import { formatCountTable } from '../vmm/exit-stats';
+import { parseAddress, parseSize } from '../vmm/size';
+import type { CpuMode } from '../arch/x86/modes';
+
+export const EXIT_OK = 0;
+export const EXIT_HOST_ERROR = 1;
+export const EXIT_GUEST_ERROR = 2;
+
+/** An error meant for the user: its message is the one sentence we print. */
+export class CliError extends Error {}
+
+function addressOption(value: string): number {
+  try {
+    return parseAddress(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+function sizeOption(value: string): string {
+  try {
+    parseSize(value);
+    return value;
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+function readImage(file: string, what: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new CliError(`${what} ${file} does not exist.`);
+    if (code === 'EACCES') throw new CliError(`no permission to read ${what} ${file}.`);
+    if (code === 'EISDIR') throw new CliError(`${what} ${file} is a directory, not a file.`);
+    throw new CliError(`cannot read ${what} ${file}: ${(err as Error).message}`);
+  }
+}
+
+interface RunBinaryOptions {
+  mode: CpuMode;
+  load: number;
+  entry?: number;
+  mem: string;
+  trace?: boolean;
+  stats?: boolean;
+  logUnclaimed?: boolean;
+}
+
+function printStats(machine: Machine): void {
+  const s = machine.statistics();
+  process.stderr.write('\n' + formatCountTable('exit reason', s.exits) + '\n\n');
+  process.stderr.write(formatCountTable('device', s.devices) + '\n\n');
+  process.stderr.write(formatCountTable('unclaimed', s.unclaimed) + '\n');
+}
+
+function runBinary(file: string, options: RunBinaryOptions): number {
+  const image = readImage(file, 'binary');
+  const machine = Machine.create({ memory: options.mem, trace: options.trace, logUnclaimed: options.logUnclaimed });
+  try {
+    machine.on('output', (data) => process.stdout.write(data));
+    machine.on('log', (message) => process.stderr.write(`tskvm: ${message}\n`));
+    machine.loadBinary(image, options.load);
+    machine.setMode(options.mode, { entry: options.entry ?? options.load });
+    const stop = machine.runSync();
+    if (options.stats) printStats(machine);
+    if (stop.kind === 'error') {
+      process.stderr.write(`tskvm: guest stopped: ${stop.reason}\n`);
+      if (stop.report) process.stderr.write(formatExitReport(stop.report) + '\n');
+      return EXIT_GUEST_ERROR;
+    }
+    return EXIT_OK;
+  } finally {
+    machine.close();
+  }
+}
+
+function info(): number {
+  const kvm = Kvm.open();
+  try {
+    console.log(`KVM API version ${kvm.apiVersion}, vCPU mmap size ${kvm.vcpuMmapSize} bytes`);
+    for (const [name, value] of Object.entries(kvm.capabilities())) console.log(`  ${name.padEnd(28)} ${value}`);
+  } finally {
+    kvm.close();
+  }
+  return EXIT_OK;
+}
+
+export function buildProgram(setExitCode: (code: number) => void): Command {
+  const program = new Command('tskvm')
+    .description('A virtual machine monitor for Linux/KVM, written in TypeScript')
+    .exitOverride()
+    .configureOutput({ outputError: (str, write) => write(`tskvm: ${str.replace(/^error: /, '')}`) });
+
+  program
+    .command('run-binary')
+    .description('run a flat binary (a bare-metal program) with a debug console on port 0xE9 and COM1 at 0x3F8')
+    .argument('<file>', 'flat binary image')
+    .addOption(new Option('--mode <mode>', 'CPU mode at entry').choices(['real', 'protected', 'long']).default('real'))
+    .option('--load <address>', 'guest physical load address', addressOption, 0x8000)
+    .option('--entry <address>', 'entry point (default: the load address)', addressOption)
+    .option('--mem <size>', 'guest RAM size (e.g. 2M, 64M)', sizeOption, '2M')
+    .option('--trace', 'print every VM exit, decoded, on stderr')
+    .option('--stats', 'print exit and device statistics on stderr at the end')
+    .option('--log-unclaimed', 'log accesses to ports/addresses no device claims')
+    .action((file: string, options: RunBinaryOptions) => setExitCode(runBinary(file, options)));
+
+  program
+    .command('info')
+    .description('print the KVM API version and capabilities of this host')
+    .action(() => setExitCode(info()));
+
+  return program;
+}
+
+/** Runs the CLI; resolves to the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let exitCode = EXIT_OK;
+  const program = buildProgram((code) => (exitCode = code));
+  try {
+    await program.parseAsync(argv);
+    return exitCode;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT_OK : EXIT_HOST_ERROR;
+    const message = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`tskvm: ${message}\n`);
+    return EXIT_HOST_ERROR;
+  }
+}

@@ -1,0 +1,224 @@
+// Machine: the library's front door. A typed config becomes a VM with RAM, a
+// vCPU, the PIO and MMIO buses and the default devices; the exit loop runs it.
+//
+//   const machine = Machine.create({ memory: '2M' });
+//   machine.loadBinary(code, 0x8000);
+//   machine.setMode('long', { entry: 0x8000 });
+//   const stop = machine.runSync();
+//
+// runSync() runs the vCPU on the calling thread: the teaching/test path
+// (DESIGN.md: "the low-level API stays available").
+import { EventEmitter } from 'events';
+import { Kvm } from '../kvm/kvm';
+import type { Vm } from '../kvm/vm';
+import type { Vcpu } from '../kvm/vcpu';
+import { GuestMemory } from '../memory/guest-memory';
+import { MmioBus, PioBus, type BusDevice, type UnclaimedAccess } from '../bus/bus';
+import { setupMode, type CpuMode, type ModeOptions } from '../arch/x86/modes';
+import { DebugConsole } from '../devices/debug-console';
+import { Serial8250 } from '../devices/serial-8250';
+import { ExitStats } from './exit-stats';
+import { runExitLoop, type ExitLoopContext, type VcpuStop } from './exit-loop';
+import { parseSize } from './size';
+
+export interface MachineConfig {
+  /** Guest RAM: bytes, or a size string like "64M", "2G". Default 2 MiB. */
+  memory?: number | string;
+  /** Path of the KVM device (default /dev/kvm). */
+  kvmPath?: string;
+  /** Port 0xE9 debug console (default on). */
+  debugConsole?: boolean;
+  /** A COM1 8250 UART at 0x3F8 (default on). */
+  serial?: boolean;
+  /** Log accesses that no device claims (they are always counted). */
+  logUnclaimed?: boolean;
+  /** Print each exit, decoded (`--trace`). */
+  trace?: boolean | ((line: string) => void);
+}
+
+export interface MachineEvents {
+  /** Bytes the guest wrote to its console devices. */
+  output: [data: Buffer, source: 'debugcon' | 'serial'];
+  /** A line for the user about something unusual (unclaimed access, workaround). */
+  log: [message: string];
+  stop: [stop: VcpuStop];
+}
+
+export class MachineConfigError extends Error {
+  readonly code = 'ECONFIG';
+}
+
+/** Guest RAM sizes we accept: at least 64 KiB (real-mode programs), below the 3 GiB MMIO hole. */
+const MIN_MEMORY = 64 * 1024;
+const MAX_MEMORY = 3 * 1024 * 1024 * 1024;
+
+export class Machine extends EventEmitter<MachineEvents> {
+  readonly kvm: Kvm;
+  readonly vm: Vm;
+  readonly memory: GuestMemory;
+  readonly vcpu: Vcpu;
+  readonly pio: PioBus;
+  readonly mmio: MmioBus;
+  readonly stats = new ExitStats();
+  readonly serial?: Serial8250;
+  private readonly trace?: (line: string) => void;
+  private closed = false;
+  private pendingStop: ExitLoopContext['pendingStop'];
+
+  private constructor(config: MachineConfig, kvm: Kvm) {
+    super();
+    this.kvm = kvm;
+    const memoryBytes = parseSize(config.memory ?? '2M');
+    if (memoryBytes < MIN_MEMORY || memoryBytes > MAX_MEMORY || memoryBytes % 4096 !== 0)
+      throw new MachineConfigError(`guest memory must be a multiple of 4 KiB between 64K and 3G (got ${config.memory})`);
+    const onUnclaimed = config.logUnclaimed
+      ? (bus: string) => (a: UnclaimedAccess) =>
+          this.emit('log', `unclaimed ${bus} ${a.isWrite ? 'write' : 'read'} at 0x${a.address.toString(16)} size ${a.size}${a.isWrite ? ` value 0x${(a.value ?? 0).toString(16)}` : ''}`)
+      : undefined;
+    this.pio = new PioBus({ onUnclaimed: onUnclaimed?.('port') });
+    this.mmio = new MmioBus({ onUnclaimed: onUnclaimed?.('mmio') });
+    if (typeof config.trace === 'function') this.trace = config.trace;
+    else if (config.trace) this.trace = (line) => process.stderr.write(line + '\n');
+
+    this.vm = kvm.createVm();
+    let memory: GuestMemory | undefined;
+    try {
+      memory = GuestMemory.allocate([{ gpa: 0, size: memoryBytes }]);
+      this.memory = memory;
+      this.vm.mapMemory(memory);
+      // Intel VMX needs three pages for real-mode support; put them just below
+      // 4 GiB, the conventional spot outside RAM (KVM API doc, KVM_SET_TSS_ADDR).
+      this.vm.setTssAddress(0xfffbd000);
+      this.vcpu = this.vm.createVcpu(0);
+    } catch (err) {
+      memory?.close();
+      this.vm.close();
+      throw err;
+    }
+    if (config.debugConsole ?? true) {
+      this.pio.register(0xe9, 1, new DebugConsole({ onOutput: (byte) => this.output(byte, 'debugcon') }));
+    }
+    if (config.serial ?? true) {
+      this.serial = new Serial8250({ onTransmit: (byte) => this.output(byte, 'serial') });
+      this.pio.register(0x3f8, 8, this.serial);
+    }
+  }
+
+  static create(config: MachineConfig = {}): Machine {
+    const kvm = Kvm.open(config.kvmPath);
+    try {
+      return new Machine(config, kvm);
+    } catch (err) {
+      kvm.close();
+      throw err;
+    }
+  }
+
+  // ------------------------------------------------------------ output
+
+  private outputBuffer: number[] = [];
+  private outputSource: 'debugcon' | 'serial' = 'debugcon';
+
+  /** Console bytes are batched per line (or 4 KiB) to keep the exit path cheap. */
+  private output(byte: number, source: 'debugcon' | 'serial'): void {
+    if (source !== this.outputSource) this.flushOutput();
+    this.outputSource = source;
+    this.outputBuffer.push(byte);
+    if (byte === 0x0a || this.outputBuffer.length >= 4096) this.flushOutput();
+  }
+
+  flushOutput(): void {
+    if (this.outputBuffer.length === 0) return;
+    const data = Buffer.from(this.outputBuffer);
+    this.outputBuffer = [];
+    this.emit('output', data, this.outputSource);
+  }
+
+  // ------------------------------------------------------------ setup
+
+  /** Adds a device on the port I/O bus. */
+  addPioDevice(base: number, length: number, device: BusDevice): void {
+    this.pio.register(base, length, device);
+  }
+
+  /** Adds a device on the MMIO bus (outside guest RAM). */
+  addMmioDevice(base: number, length: number, device: BusDevice): void {
+    if (this.memory.regions.some((r) => base < r.gpa + r.size && r.gpa < base + length))
+      throw new MachineConfigError(`MMIO device ${device.name} at 0x${base.toString(16)} overlaps guest RAM`);
+    this.mmio.register(base, length, device);
+  }
+
+  /** Copies a flat binary into guest RAM at `gpa`. */
+  loadBinary(data: Uint8Array, gpa: number): void {
+    if (!this.memory.contains(gpa, Math.max(data.length, 1)))
+      throw new MachineConfigError(
+        `the binary (${data.length} bytes) does not fit in guest RAM at 0x${gpa.toString(16)}: guest RAM is ${this.memory.size} bytes; use a larger --mem`,
+      );
+    this.memory.write(gpa, data);
+  }
+
+  /** Puts vCPU 0 in real, protected or long mode, starting at `options.entry`. */
+  setMode(mode: CpuMode, options: ModeOptions): void {
+    if (!this.memory.contains(options.entry))
+      throw new MachineConfigError(
+        `entry point 0x${options.entry.toString(16)} is outside guest RAM (0x0-0x${(this.memory.size - 1).toString(16)})`,
+      );
+    setupMode(mode, this.vcpu, this.memory, options);
+  }
+
+  /** Ends the run at the next exit with the given outcome (used by reset/power-off devices). */
+  requestStop(kind: VcpuStop['kind'], reason: string): void {
+    this.pendingStop = { kind, reason };
+  }
+
+  // ------------------------------------------------------------ running
+
+  /** Runs vCPU 0 on this thread until it stops. Blocks the event loop while the guest runs. */
+  runSync(): VcpuStop {
+    const machine = this;
+    const ctx: ExitLoopContext = {
+      vcpu: this.vcpu,
+      memory: this.memory,
+      pio: this.pio,
+      mmio: this.mmio,
+      stats: this.stats,
+      trace: this.trace,
+      onHalt: 'stop',
+      get pendingStop() {
+        return machine.pendingStop;
+      },
+    };
+    const stop = runExitLoop(ctx);
+    this.pendingStop = undefined;
+    this.flushOutput();
+    this.emit('stop', stop);
+    return stop;
+  }
+
+  /** Exit counts by reason and accesses by device. */
+  statistics(): { exits: Record<string, number>; total: number; devices: Record<string, number>; unclaimed: Record<string, number> } {
+    const devices: Record<string, number> = {};
+    for (const bus of [this.pio, this.mmio]) for (const [name, n] of bus.accessCounts) devices[name] = (devices[name] ?? 0) + n;
+    return {
+      exits: Object.fromEntries(this.stats.byReason),
+      total: this.stats.total,
+      devices,
+      unclaimed: {
+        'port reads': this.pio.unclaimedReads,
+        'port writes': this.pio.unclaimedWrites,
+        'mmio reads': this.mmio.unclaimedReads,
+        'mmio writes': this.mmio.unclaimedWrites,
+      },
+    };
+  }
+
+  /** Frees the vCPU, VM, guest RAM and the KVM handle. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.flushOutput();
+    this.vm.close();
+    this.memory.close();
+    this.kvm.close();
+  }
+}
