@@ -16,7 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/kvm.h>
+#include <linux/kvm.h>  // struct kvm_run, KVM_RUN
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
@@ -34,36 +34,23 @@ namespace {
 
 // ---------------------------------------------------------------- errors
 
-struct IoctlName {
-  unsigned long request;
+// Facts from <linux/kvm.h> live in kvm-abi.c: the header is C, and its
+// flexible-array members (__DECLARE_FLEX_ARRAY) lay out differently when
+// compiled as C++, so sizes and ioctl numbers must come from a C compiler.
+extern "C" {
+struct tskvm_fact {
   const char* name;
+  unsigned long value;
 };
-
-#define NAME(x) {(unsigned long)(x), #x}
-const IoctlName kIoctlNames[] = {
-    NAME(KVM_GET_API_VERSION), NAME(KVM_CREATE_VM), NAME(KVM_CHECK_EXTENSION),
-    NAME(KVM_GET_VCPU_MMAP_SIZE), NAME(KVM_GET_SUPPORTED_CPUID),
-    NAME(KVM_GET_MSR_INDEX_LIST), NAME(KVM_GET_MSR_FEATURE_INDEX_LIST),
-    NAME(KVM_CREATE_VCPU), NAME(KVM_SET_USER_MEMORY_REGION), NAME(KVM_SET_TSS_ADDR),
-    NAME(KVM_SET_IDENTITY_MAP_ADDR), NAME(KVM_CREATE_IRQCHIP), NAME(KVM_CREATE_PIT2),
-    NAME(KVM_IRQ_LINE), NAME(KVM_IRQ_LINE_STATUS), NAME(KVM_GET_IRQCHIP),
-    NAME(KVM_SET_IRQCHIP), NAME(KVM_SET_GSI_ROUTING), NAME(KVM_IRQFD), NAME(KVM_IOEVENTFD),
-    NAME(KVM_SIGNAL_MSI), NAME(KVM_GET_CLOCK), NAME(KVM_SET_CLOCK), NAME(KVM_ENABLE_CAP),
-    NAME(KVM_GET_DIRTY_LOG), NAME(KVM_RUN), NAME(KVM_GET_REGS), NAME(KVM_SET_REGS),
-    NAME(KVM_GET_SREGS), NAME(KVM_SET_SREGS), NAME(KVM_GET_FPU), NAME(KVM_SET_FPU),
-    NAME(KVM_GET_MSRS), NAME(KVM_SET_MSRS), NAME(KVM_SET_CPUID2), NAME(KVM_GET_CPUID2),
-    NAME(KVM_GET_VCPU_EVENTS), NAME(KVM_SET_VCPU_EVENTS), NAME(KVM_SET_GUEST_DEBUG),
-    NAME(KVM_GET_LAPIC), NAME(KVM_SET_LAPIC), NAME(KVM_GET_MP_STATE), NAME(KVM_SET_MP_STATE),
-    NAME(KVM_TRANSLATE), NAME(KVM_INTERRUPT), NAME(KVM_NMI), NAME(KVM_GET_XSAVE),
-    NAME(KVM_SET_XSAVE), NAME(KVM_GET_XCRS), NAME(KVM_SET_XCRS), NAME(KVM_SET_TSC_KHZ),
-    NAME(KVM_GET_TSC_KHZ), NAME(KVM_GET_DEBUGREGS), NAME(KVM_SET_DEBUGREGS),
-    NAME(KVM_SET_BOOT_CPU_ID), NAME(KVM_GET_PIT2), NAME(KVM_SET_PIT2),
-};
-#undef NAME
+extern const struct tskvm_fact tskvm_ioctls[];
+extern const unsigned long tskvm_ioctl_count;
+extern const struct tskvm_fact tskvm_layout[];
+extern const unsigned long tskvm_layout_count;
+}
 
 std::string IoctlNameOf(unsigned long request) {
-  for (const auto& entry : kIoctlNames) {
-    if (entry.request == request) return entry.name;
+  for (unsigned long i = 0; i < tskvm_ioctl_count; i++) {
+    if (tskvm_ioctls[i].value == request) return tskvm_ioctls[i].name;
   }
   char buf[48];
   snprintf(buf, sizeof buf, "ioctl 0x%lx", request);
@@ -385,77 +372,12 @@ Napi::Value EventFdWrite(const Napi::CallbackInfo& info) {
 
 // --------------------------------------------------------------- layout facts
 //
-// Sizes and offsets taken from <linux/kvm.h> at build time, so tests can check
-// that every TypeScript struct codec agrees with the kernel header.
+// Sizes, offsets and request numbers from <linux/kvm.h> (via kvm-abi.c), so
+// tests can check that every TypeScript struct codec agrees with the header.
 
-Napi::Object Layout(Napi::Env env) {
+Napi::Object FactsObject(Napi::Env env, const struct tskvm_fact* facts, unsigned long count) {
   Napi::Object o = Napi::Object::New(env);
-  auto set = [&](const char* k, size_t v) { o.Set(k, Napi::Number::New(env, (double)v)); };
-#define SIZE(s) set("sizeof " #s, sizeof(struct s))
-#define OFF(s, f) set(#s "." #f, offsetof(struct s, f))
-  SIZE(kvm_regs); OFF(kvm_regs, rax); OFF(kvm_regs, rsp); OFF(kvm_regs, r15); OFF(kvm_regs, rip); OFF(kvm_regs, rflags);
-  SIZE(kvm_segment); OFF(kvm_segment, base); OFF(kvm_segment, limit); OFF(kvm_segment, selector);
-  OFF(kvm_segment, type); OFF(kvm_segment, present); OFF(kvm_segment, dpl); OFF(kvm_segment, db);
-  OFF(kvm_segment, s); OFF(kvm_segment, l); OFF(kvm_segment, g); OFF(kvm_segment, avl); OFF(kvm_segment, unusable);
-  SIZE(kvm_dtable); OFF(kvm_dtable, base); OFF(kvm_dtable, limit);
-  SIZE(kvm_sregs); OFF(kvm_sregs, cs); OFF(kvm_sregs, ss); OFF(kvm_sregs, tr); OFF(kvm_sregs, ldt);
-  OFF(kvm_sregs, gdt); OFF(kvm_sregs, idt); OFF(kvm_sregs, cr0); OFF(kvm_sregs, cr2); OFF(kvm_sregs, cr3);
-  OFF(kvm_sregs, cr4); OFF(kvm_sregs, cr8); OFF(kvm_sregs, efer); OFF(kvm_sregs, apic_base); OFF(kvm_sregs, interrupt_bitmap);
-  SIZE(kvm_fpu); OFF(kvm_fpu, fpr); OFF(kvm_fpu, fcw); OFF(kvm_fpu, last_ip); OFF(kvm_fpu, xmm); OFF(kvm_fpu, mxcsr);
-  SIZE(kvm_msr_entry); OFF(kvm_msr_entry, index); OFF(kvm_msr_entry, data);
-  SIZE(kvm_msrs); OFF(kvm_msrs, entries);
-  SIZE(kvm_cpuid_entry2); OFF(kvm_cpuid_entry2, function); OFF(kvm_cpuid_entry2, index); OFF(kvm_cpuid_entry2, flags);
-  OFF(kvm_cpuid_entry2, eax); OFF(kvm_cpuid_entry2, ebx); OFF(kvm_cpuid_entry2, ecx); OFF(kvm_cpuid_entry2, edx);
-  SIZE(kvm_cpuid2); OFF(kvm_cpuid2, entries);
-  SIZE(kvm_userspace_memory_region); OFF(kvm_userspace_memory_region, slot); OFF(kvm_userspace_memory_region, flags);
-  OFF(kvm_userspace_memory_region, guest_phys_addr); OFF(kvm_userspace_memory_region, memory_size);
-  OFF(kvm_userspace_memory_region, userspace_addr);
-  SIZE(kvm_pit_config); SIZE(kvm_irq_level); OFF(kvm_irq_level, level);
-  SIZE(kvm_vcpu_events); OFF(kvm_vcpu_events, exception); OFF(kvm_vcpu_events, interrupt);
-  OFF(kvm_vcpu_events, nmi); OFF(kvm_vcpu_events, sipi_vector); OFF(kvm_vcpu_events, flags);
-  OFF(kvm_vcpu_events, smi); OFF(kvm_vcpu_events, exception_has_payload); OFF(kvm_vcpu_events, exception_payload);
-  SIZE(kvm_guest_debug); OFF(kvm_guest_debug, control); OFF(kvm_guest_debug, arch);
-  SIZE(kvm_ioeventfd); OFF(kvm_ioeventfd, datamatch); OFF(kvm_ioeventfd, addr); OFF(kvm_ioeventfd, len);
-  OFF(kvm_ioeventfd, fd); OFF(kvm_ioeventfd, flags);
-  SIZE(kvm_irqfd); OFF(kvm_irqfd, fd); OFF(kvm_irqfd, gsi); OFF(kvm_irqfd, flags); OFF(kvm_irqfd, resamplefd);
-  SIZE(kvm_run); OFF(kvm_run, request_interrupt_window); OFF(kvm_run, immediate_exit); OFF(kvm_run, exit_reason);
-  OFF(kvm_run, ready_for_interrupt_injection); OFF(kvm_run, if_flag); OFF(kvm_run, flags); OFF(kvm_run, cr8);
-  OFF(kvm_run, apic_base); OFF(kvm_run, hw); OFF(kvm_run, io); OFF(kvm_run, mmio); OFF(kvm_run, internal);
-  OFF(kvm_run, fail_entry); OFF(kvm_run, system_event); OFF(kvm_run, debug); OFF(kvm_run, ex);
-  set("kvm_run.io.direction", offsetof(struct kvm_run, io.direction));
-  set("kvm_run.io.size", offsetof(struct kvm_run, io.size));
-  set("kvm_run.io.port", offsetof(struct kvm_run, io.port));
-  set("kvm_run.io.count", offsetof(struct kvm_run, io.count));
-  set("kvm_run.io.data_offset", offsetof(struct kvm_run, io.data_offset));
-  set("kvm_run.mmio.phys_addr", offsetof(struct kvm_run, mmio.phys_addr));
-  set("kvm_run.mmio.data", offsetof(struct kvm_run, mmio.data));
-  set("kvm_run.mmio.len", offsetof(struct kvm_run, mmio.len));
-  set("kvm_run.mmio.is_write", offsetof(struct kvm_run, mmio.is_write));
-  set("kvm_run.internal.suberror", offsetof(struct kvm_run, internal.suberror));
-  set("kvm_run.internal.ndata", offsetof(struct kvm_run, internal.ndata));
-  set("kvm_run.internal.data", offsetof(struct kvm_run, internal.data));
-  set("kvm_run.emulation_failure.flags", offsetof(struct kvm_run, emulation_failure.flags));
-  set("kvm_run.emulation_failure.insn_size", offsetof(struct kvm_run, emulation_failure.insn_size));
-  set("kvm_run.emulation_failure.insn_bytes", offsetof(struct kvm_run, emulation_failure.insn_bytes));
-  set("kvm_run.fail_entry.hardware_entry_failure_reason", offsetof(struct kvm_run, fail_entry.hardware_entry_failure_reason));
-  set("kvm_run.fail_entry.cpu", offsetof(struct kvm_run, fail_entry.cpu));
-  set("kvm_run.system_event.type", offsetof(struct kvm_run, system_event.type));
-  set("kvm_run.system_event.ndata", offsetof(struct kvm_run, system_event.ndata));
-  set("kvm_run.system_event.data", offsetof(struct kvm_run, system_event.data));
-  set("kvm_run.debug.arch.exception", offsetof(struct kvm_run, debug.arch.exception));
-  set("kvm_run.debug.arch.pc", offsetof(struct kvm_run, debug.arch.pc));
-  set("kvm_run.debug.arch.dr6", offsetof(struct kvm_run, debug.arch.dr6));
-  set("kvm_run.debug.arch.dr7", offsetof(struct kvm_run, debug.arch.dr7));
-#undef SIZE
-#undef OFF
-  return o;
-}
-
-// Request numbers straight from the header: TS keeps its own table (readable
-// as a lesson) and a test checks it against these.
-Napi::Object IoctlNumbers(Napi::Env env) {
-  Napi::Object o = Napi::Object::New(env);
-  for (const auto& entry : kIoctlNames) o.Set(entry.name, Napi::Number::New(env, (double)entry.request));
+  for (unsigned long i = 0; i < count; i++) o.Set(facts[i].name, Napi::Number::New(env, (double)facts[i].value));
   return o;
 }
 
@@ -476,8 +398,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("eventfd", Napi::Function::New(env, EventFd));
   exports.Set("eventfdRead", Napi::Function::New(env, EventFdRead));
   exports.Set("eventfdWrite", Napi::Function::New(env, EventFdWrite));
-  exports.Set("layout", Layout(env));
-  exports.Set("ioctlNumbers", IoctlNumbers(env));
+  exports.Set("layout", FactsObject(env, tskvm_layout, tskvm_layout_count));
+  exports.Set("ioctlNumbers", FactsObject(env, tskvm_ioctls, tskvm_ioctl_count));
   exports.Set("O_RDWR", Napi::Number::New(env, O_RDWR));
   exports.Set("EFD_NONBLOCK", Napi::Number::New(env, EFD_NONBLOCK));
   return exports;
