@@ -147,7 +147,6 @@ export class Serial8250 implements BusDevice {
   private dlm = 0;
   private fifoEnabled = false;
   private fcrTrigger = 0; // FCR bits 7:6
-  private fcrDma = false;
   /** LSR error bits (OE/PE/FE/BI), sticky until LSR is read. */
   private lsrErrors = 0;
   /** MSR delta bits 3:0, cleared by reading MSR. */
@@ -201,7 +200,6 @@ export class Serial8250 implements BusDevice {
     this.dlm = 0;
     this.fifoEnabled = false;
     this.fcrTrigger = 0;
-    this.fcrDma = false;
     this.lsrErrors = 0;
     this.msrDelta = 0;
     this.msrStatus = this.modemInputs;
@@ -428,7 +426,7 @@ export class Serial8250 implements BusDevice {
       }
       // FCR_CLEAR_XMIT: the transmitter is always empty here.
       this.fcrTrigger = (v & FCR_TRIGGER_MASK) >> 6;
-      this.fcrDma = (v & FCR_DMA_SELECT) !== 0;
+      // FCR_DMA_SELECT (bit 3): no DMA here, nothing to select.
     }
     this.updateIrq();
     if (cleared) this.notifyRxSpace();
