@@ -8,7 +8,10 @@ import { MultiplierDevice } from './multiplier-device';
 export const DEVICE_BASE = 0xd0000000;
 
 export function runMmioExample(options: { trace?: boolean; onOutput?: (text: string) => void } = {}) {
-  const guest = fs.readFileSync(path.join(__dirname, '..', '..', '..', 'examples', '04-mmio-device', 'guest.bin'));
+  // guest.bin sits next to run.ts; the compiled run.js lives in dist/examples/04-mmio-device/.
+  const beside = path.join(__dirname, 'guest.bin');
+  const guestPath = fs.existsSync(beside) ? beside : path.join(__dirname, '..', '..', '..', 'examples', '04-mmio-device', 'guest.bin');
+  const guest = fs.readFileSync(guestPath);
   const machine = Machine.create({ memory: '2M', trace: options.trace });
   try {
     let text = '';
