@@ -57,6 +57,7 @@ interface RunBinaryOptions {
   trace?: boolean;
   stats?: boolean;
   logUnclaimed?: boolean;
+  kvmDevice: string;
 }
 
 function printStats(machine: Machine): void {
@@ -68,7 +69,7 @@ function printStats(machine: Machine): void {
 
 function runBinary(file: string, options: RunBinaryOptions): number {
   const image = readImage(file, 'binary');
-  const machine = Machine.create({ memory: options.mem, trace: options.trace, logUnclaimed: options.logUnclaimed });
+  const machine = Machine.create({ memory: options.mem, trace: options.trace, logUnclaimed: options.logUnclaimed, kvmPath: options.kvmDevice });
   try {
     machine.on('output', (data) => process.stdout.write(data));
     machine.on('log', (message) => process.stderr.write(`tskvm: ${message}\n`));
@@ -87,8 +88,8 @@ function runBinary(file: string, options: RunBinaryOptions): number {
   }
 }
 
-function info(): number {
-  const kvm = Kvm.open();
+function info(options: { kvmDevice: string }): number {
+  const kvm = Kvm.open(options.kvmDevice);
   try {
     console.log(`KVM API version ${kvm.apiVersion}, vCPU mmap size ${kvm.vcpuMmapSize} bytes`);
     for (const [name, value] of Object.entries(kvm.capabilities())) console.log(`  ${name.padEnd(28)} ${value}`);
@@ -115,12 +116,14 @@ export function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--trace', 'print every VM exit, decoded, on stderr')
     .option('--stats', 'print exit and device statistics on stderr at the end')
     .option('--log-unclaimed', 'log accesses to ports/addresses no device claims')
+    .option('--kvm-device <path>', 'the KVM device node', '/dev/kvm')
     .action((file: string, options: RunBinaryOptions) => setExitCode(runBinary(file, options)));
 
   program
     .command('info')
     .description('print the KVM API version and capabilities of this host')
-    .action(() => setExitCode(info()));
+    .option('--kvm-device <path>', 'the KVM device node', '/dev/kvm')
+    .action((options: { kvmDevice: string }) => setExitCode(info(options)));
 
   return program;
 }
