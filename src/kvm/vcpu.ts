@@ -15,6 +15,9 @@ import { decodeExit, IoExit, RUN, VcpuExit } from './structs/run';
 import { decodeSregs, encodeSregs, KVM_SREGS_SIZE, Sregs } from './structs/sregs';
 import { decodeVcpuEvents, encodeVcpuEvents, KVM_VCPU_EVENTS_SIZE, VcpuEvents } from './structs/vcpu-events';
 
+/** struct kvm_lapic_state: regs[KVM_APIC_REG_SIZE = 0x400]. */
+export const KVM_LAPIC_STATE_SIZE = 1024;
+
 /** Result of KVM_TRANSLATE (struct kvm_translation, 24 bytes). */
 export interface Translation {
   physicalAddress: number;
@@ -184,6 +187,18 @@ export class Vcpu {
     };
     events.flags = 0;
     this.setVcpuEvents(events);
+  }
+
+  /** KVM_GET_LAPIC: the local APIC register page (struct kvm_lapic_state, 1 KiB). */
+  getLapic(): Uint8Array {
+    const state = new Uint8Array(KVM_LAPIC_STATE_SIZE);
+    native.ioctl(this.fd, KVM.GET_LAPIC, state);
+    return state;
+  }
+
+  setLapic(state: Uint8Array): void {
+    if (state.byteLength !== KVM_LAPIC_STATE_SIZE) throw new RangeError(`kvm_lapic_state is ${KVM_LAPIC_STATE_SIZE} bytes`);
+    native.ioctl(this.fd, KVM.SET_LAPIC, state);
   }
 
   setGuestDebug(debug: GuestDebug): void {

@@ -17,6 +17,14 @@ import { MmioBus, PioBus, type BusDevice, type UnclaimedAccess } from '../bus/bu
 import { setupMode, type CpuMode, type ModeOptions } from '../arch/x86/modes';
 import { DebugConsole } from '../devices/debug-console';
 import { Serial8250 } from '../devices/serial-8250';
+import { I8042 } from '../devices/i8042';
+import { CmosRtc } from '../devices/cmos-rtc';
+import { DebugPort } from '../devices/debug-port';
+import { buildGuestCpuid } from '../arch/x86/cpuid';
+import { bootMsrs } from '../arch/x86/msrs';
+import { setupLapicVirtualWire } from '../arch/x86/lapic';
+import { loadLinux, type LinuxBootInfo } from '../arch/x86/linux-loader';
+import { emulationFailureHandler } from '../arch/x86/emulation-workarounds';
 import { ExitStats } from './exit-stats';
 import { runExitLoop, type ExitLoopContext, type VcpuStop } from './exit-loop';
 import { parseSize } from './size';
@@ -24,6 +32,13 @@ import { parseSize } from './size';
 export interface MachineConfig {
   /** Guest RAM: bytes, or a size string like "64M", "2G". Default 2 MiB. */
   memory?: number | string;
+  /**
+   * 'bare' (default): RAM, a vCPU and the buses; HLT ends the run. For the
+   * bare-metal examples. 'pc': a PC platform for operating systems: in-kernel
+   * PIC/IOAPIC/LAPIC and PIT, the 8250 on IRQ 4, i8042 (reset), CMOS RTC,
+   * port 0x80, and the emulation-failure workarounds.
+   */
+  platform?: 'bare' | 'pc';
   /** Path of the KVM device (default /dev/kvm). */
   kvmPath?: string;
   /** Port 0xE9 debug console (default on). */
@@ -61,8 +76,10 @@ export class Machine extends EventEmitter<MachineEvents> {
   readonly mmio: MmioBus;
   readonly stats = new ExitStats();
   readonly serial?: Serial8250;
+  readonly platform: 'bare' | 'pc';
   private readonly trace?: (line: string) => void;
   private closed = false;
+  private readonly workarounds: ReturnType<typeof emulationFailureHandler>;
   private pendingStop: ExitLoopContext['pendingStop'];
 
   private constructor(config: MachineConfig, kvm: Kvm) {
@@ -80,16 +97,29 @@ export class Machine extends EventEmitter<MachineEvents> {
     if (typeof config.trace === 'function') this.trace = config.trace;
     else if (config.trace) this.trace = (line) => process.stderr.write(line + '\n');
 
+    this.platform = config.platform ?? 'bare';
     this.vm = kvm.createVm();
     let memory: GuestMemory | undefined;
     try {
       memory = GuestMemory.allocate([{ gpa: 0, size: memoryBytes }]);
       this.memory = memory;
       this.vm.mapMemory(memory);
-      // Intel VMX needs three pages for real-mode support; put them just below
-      // 4 GiB, the conventional spot outside RAM (KVM API doc, KVM_SET_TSS_ADDR).
+      // Intel VMX needs three pages for real-mode support and one for the EPT
+      // identity map; put them just below 4 GiB, the conventional spot outside
+      // RAM and below the BIOS area (KVM API doc, KVM_SET_TSS_ADDR).
+      this.vm.setIdentityMapAddress(0xfffbc000);
       this.vm.setTssAddress(0xfffbd000);
+      // The in-kernel irqchip must exist before the vCPUs (KVM API doc, KVM_CREATE_IRQCHIP).
+      if (this.platform === 'pc') {
+        this.vm.createIrqchip();
+        this.vm.createPit2();
+      }
       this.vcpu = this.vm.createVcpu(0);
+      this.vcpu.setCpuid(buildGuestCpuid(kvm.supportedCpuid(), { vcpuId: 0, cpuCount: 1 }));
+      if (this.platform === 'pc') {
+        this.vcpu.setMsrs(bootMsrs());
+        setupLapicVirtualWire(this.vcpu);
+      }
     } catch (err) {
       memory?.close();
       this.vm.close();
@@ -99,9 +129,27 @@ export class Machine extends EventEmitter<MachineEvents> {
       this.pio.register(0xe9, 1, new DebugConsole({ onOutput: (byte) => this.output(byte, 'debugcon') }));
     }
     if (config.serial ?? true) {
-      this.serial = new Serial8250({ onTransmit: (byte) => this.output(byte, 'serial') });
+      // COM1 on ISA IRQ 4; on the bare platform there is no interrupt controller.
+      const irq = this.platform === 'pc' ? (level: boolean) => this.vm.setIrqLine(4, level) : undefined;
+      this.serial = new Serial8250({ onTransmit: (byte) => this.output(byte, 'serial'), irq });
       this.pio.register(0x3f8, 8, this.serial);
     }
+    if (this.platform === 'pc') this.addLegacyDevices(memoryBytes);
+    this.workarounds = emulationFailureHandler(this.memory, (message) => this.emit('log', message));
+  }
+
+  /** The ISA devices a PC operating system probes for. */
+  private addLegacyDevices(memoryBytes: number): void {
+    const i8042 = new I8042({
+      // Pulsing the CPU reset line (command 0xFE) resets the machine; tskvm ends the run.
+      onReset: () => this.requestStop('reset', 'i8042 reset (guest reboot)'),
+      irq1: (level) => this.vm.setIrqLine(1, level),
+      irq12: (level) => this.vm.setIrqLine(12, level),
+    });
+    this.pio.register(0x60, 1, i8042.dataPort);
+    this.pio.register(0x64, 1, i8042.commandPort);
+    this.pio.register(0x70, 2, new CmosRtc({ memoryBytes, irq: (level) => this.vm.setIrqLine(8, level) }));
+    this.pio.register(0x80, 1, new DebugPort());
   }
 
   static create(config: MachineConfig = {}): Machine {
@@ -166,6 +214,23 @@ export class Machine extends EventEmitter<MachineEvents> {
     setupMode(mode, this.vcpu, this.memory, options);
   }
 
+  /**
+   * Loads a Linux kernel (bzImage or ELF vmlinux), initrd and command line
+   * (Linux x86 boot protocol) and points vCPU 0 at the 64-bit entry with
+   * RSI = the zero page. Needs the 'pc' platform.
+   */
+  loadLinux(options: { kernel: Uint8Array; initrd?: Uint8Array; cmdline: string; kernelPath?: string; initrdPath?: string }): LinuxBootInfo {
+    if (this.platform !== 'pc') throw new MachineConfigError("booting Linux needs the 'pc' platform (in-kernel interrupt controllers)");
+    const info = loadLinux(this.memory, options);
+    setupMode('long', this.vcpu, this.memory, { entry: info.entry, regs: { rsi: BigInt(info.bootParams) } });
+    return info;
+  }
+
+  /** Host input for the guest's console (COM1). Returns how many bytes the UART accepted. */
+  sendInput(bytes: Uint8Array): number {
+    return this.serial?.receive(bytes) ?? 0;
+  }
+
   /** Ends the run at the next exit with the given outcome (used by reset/power-off devices). */
   requestStop(kind: VcpuStop['kind'], reason: string): void {
     this.pendingStop = { kind, reason };
@@ -183,7 +248,10 @@ export class Machine extends EventEmitter<MachineEvents> {
       mmio: this.mmio,
       stats: this.stats,
       trace: this.trace,
-      onHalt: 'stop',
+      // With the in-kernel irqchip KVM handles HLT itself; on the bare platform
+      // nothing can wake a halted vCPU, so HLT ends the run.
+      onHalt: this.platform === 'pc' ? 'continue' : 'stop',
+      onEmulationFailure: this.platform === 'pc' ? this.workarounds : undefined,
       get pendingStop() {
         return machine.pendingStop;
       },
