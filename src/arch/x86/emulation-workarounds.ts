@@ -17,13 +17,19 @@
 //   "WAIT/FWAIT"). If FSW.ES (bit 7, error summary) is set, it raises #MF
 //   (vector 16) without advancing; otherwise it is a no-op and RIP moves on.
 //
+//   ldmxcsr / stmxcsr m32 (0f ae /2, 0f ae /3): load / store MXCSR (SDM Vol. 2A,
+//   "LDMXCSR", "STMXCSR"). Linux runs ldmxcsr in kernel_fpu_begin(). We decode
+//   the memory operand, move the 32 bits between guest memory and the MXCSR in
+//   KVM_GET/SET_FPU, and advance RIP. Reserved MXCSR bits set → #GP(0).
+//
 //   clac / stac (0f 01 ca / 0f 01 cb): clear / set RFLAGS.AC (SDM Vol. 2A).
 //   The CPUID policy hides SMAP so Linux does not use them; this covers a
 //   guest that uses them anyway.
 import type { Vcpu } from '../../kvm/vcpu';
 import type { InternalErrorExit } from '../../kvm/structs/run';
 import type { GuestMemory } from '../../memory/guest-memory';
-import { instructionBytesAt } from './code-fetch';
+import { instructionBytesAt, readLinear, writeLinear } from './code-fetch';
+import { decodeMemoryOperand, effectiveAddress } from './memory-operand';
 
 export const VECTOR_BREAKPOINT = 3;
 
@@ -32,7 +38,7 @@ export interface Workaround {
   name: string;
   description: string;
   /** Returns true if it handled the instruction at RIP. */
-  apply(vcpu: Vcpu, bytes: Uint8Array): boolean;
+  apply(vcpu: Vcpu, bytes: Uint8Array, memory: GuestMemory): boolean;
 }
 
 export const int3Workaround: Workaround = {
@@ -68,6 +74,46 @@ export const fwaitWorkaround: Workaround = {
   },
 };
 
+export const VECTOR_GENERAL_PROTECTION = 13;
+/**
+ * MXCSR bits that may be set: 0–15 on every SSE CPU (SDM Vol. 1, 11.6.6,
+ * "Guidelines for Writing to the MXCSR Register"); bit 6 (DAZ) exists on all
+ * CPUs KVM runs on today.
+ */
+const MXCSR_WRITABLE = 0xffff;
+
+export const mxcsrWorkaround: Workaround = {
+  name: 'ldmxcsr/stmxcsr',
+  description: 'ldmxcsr/stmxcsr is not emulated by KVM here: moved MXCSR between guest memory and the FPU state and advanced RIP',
+  apply(vcpu, bytes, memory) {
+    const op = decodeMemoryOperand(bytes, [0x0f, 0xae]);
+    if (!op || (op.reg !== 2 && op.reg !== 3)) return false;
+    const sregs = vcpu.getSregs();
+    if (!sregs.cs.l) return false; // the decoder speaks 64-bit mode only
+    const regs = vcpu.getRegs();
+    const address = effectiveAddress(op, regs, sregs);
+    const fpu = vcpu.getFpu();
+    if (op.reg === 2) {
+      const data = readLinear(vcpu, memory, address, 4);
+      if (data.length !== 4) return false;
+      const value = (data[0]! | (data[1]! << 8) | (data[2]! << 16) | (data[3]! << 24)) >>> 0;
+      if (value & ~MXCSR_WRITABLE) {
+        vcpu.injectException(VECTOR_GENERAL_PROTECTION, 0);
+        return true;
+      }
+      fpu.mxcsr = value;
+      vcpu.setFpu(fpu);
+    } else {
+      const value = fpu.mxcsr >>> 0;
+      const data = Uint8Array.of(value & 0xff, (value >> 8) & 0xff, (value >> 16) & 0xff, value >>> 24);
+      if (!writeLinear(vcpu, memory, address, data)) return false;
+    }
+    regs.rip += BigInt(op.length);
+    vcpu.setRegs(regs);
+    return true;
+  },
+};
+
 /** RFLAGS.AC, bit 18 (SDM Vol. 1, 3.4.3.3). */
 const RFLAGS_AC = 1n << 18n;
 
@@ -84,7 +130,7 @@ export const clacStacWorkaround: Workaround = {
   },
 };
 
-export const DEFAULT_WORKAROUNDS: readonly Workaround[] = [int3Workaround, fwaitWorkaround, clacStacWorkaround];
+export const DEFAULT_WORKAROUNDS: readonly Workaround[] = [int3Workaround, fwaitWorkaround, mxcsrWorkaround, clacStacWorkaround];
 
 /**
  * Builds the exit loop's emulation-failure handler: finds the instruction
@@ -105,7 +151,7 @@ export function emulationFailureHandler(
     }
     if (!bytes?.length) return false;
     for (const w of workarounds) {
-      if (!w.apply(vcpu, bytes)) continue;
+      if (!w.apply(vcpu, bytes, memory)) continue;
       const n = (counts.get(w.name) ?? 0) + 1;
       counts.set(w.name, n);
       if (n === 1) log(`workaround: ${w.description} (logged once; counted in statistics)`);
