@@ -1,6 +1,7 @@
 // tskvm's public API.
-export { Machine, MachineConfigError } from './vmm/machine';
-export type { MachineConfig, MachineEvents } from './vmm/machine';
+export { SyncMachine, MachineConfigError } from './vmm/sync-machine';
+export type { LoadLinuxOptions } from './vmm/sync-machine';
+export type { MachineConfig, MachineEvents } from './vmm/sync-machine';
 export { runExitLoop, describeExitForTrace } from './vmm/exit-loop';
 export type { ExitLoopContext, VcpuStop, VcpuStopKind, EmulationFailureHandler } from './vmm/exit-loop';
 export { buildExitReport, formatExitReport } from './vmm/exit-report';
@@ -25,3 +26,7 @@ export type { BusDevice, AccessSize } from './bus/bus';
 
 export { setupMode, setupRealMode, setupProtectedMode, setupLongMode, describeMode } from './arch/x86/modes';
 export type { CpuMode, ModeOptions } from './arch/x86/modes';
+
+export { Machine, MachineStartError } from './vmm/machine';
+export type { MachineOptions, MachineState, AsyncMachineEvents, BootSpec, MachineStatistics } from './vmm/machine';
+export { ByteRing } from './vmm/byte-ring';

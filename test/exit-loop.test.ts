@@ -1,9 +1,9 @@
 // Exits the loop cannot continue from become reports, never hangs or crashes;
 // devices that throw stop the vCPU with a report; unclaimed accesses are counted.
-import { Machine, formatExitReport, type CpuMode } from '../src';
+import { SyncMachine, formatExitReport, type CpuMode } from '../src';
 
-function runCode(code: number[], mode: CpuMode, setup?: (m: Machine) => void) {
-  const machine = Machine.create({ memory: '2M' });
+function runCode(code: number[], mode: CpuMode, setup?: (m: SyncMachine) => void) {
+  const machine = SyncMachine.create({ memory: '2M' });
   try {
     setup?.(machine);
     machine.loadBinary(Uint8Array.from(code), 0x8000);
@@ -55,7 +55,7 @@ describe('exit loop: failures become reports', () => {
 
   it('unclaimed port reads return all ones and are counted', () => {
     // in $0x99, %al ; mov %al, %bl ; in $0x99, %ax ; out %al, $0x98 ; hlt
-    const machine = Machine.create({ memory: '1M' });
+    const machine = SyncMachine.create({ memory: '1M' });
     try {
       machine.loadBinary(Uint8Array.from([0xe4, 0x99, 0x88, 0xc3, 0xe5, 0x99, 0xe6, 0x98, 0xf4]), 0x8000);
       machine.setMode('real', { entry: 0x8000 });
@@ -71,7 +71,7 @@ describe('exit loop: failures become reports', () => {
 
   it('unclaimed MMIO reads return all ones (8-byte access split in two)', () => {
     // mov $0xd0000000, %ebx ; mov (%rbx), %rax ; hlt
-    const machine = Machine.create({ memory: '1M' });
+    const machine = SyncMachine.create({ memory: '1M' });
     try {
       machine.loadBinary(Uint8Array.from([0xbb, 0x00, 0x00, 0x00, 0xd0, 0x48, 0x8b, 0x03, 0xf4]), 0x8000);
       machine.setMode('long', { entry: 0x8000 });
@@ -86,7 +86,7 @@ describe('exit loop: failures become reports', () => {
   it('rep outsb delivers every byte of a multi-count I/O exit in order', () => {
     // real mode: mov $0x8100, %si ; mov $5, %cx ; mov $0xe9, %dx ; rep outsb ; hlt
     const code = [0xbe, 0x00, 0x81, 0xb9, 0x05, 0x00, 0xba, 0xe9, 0x00, 0xf3, 0x6e, 0xf4];
-    const machine = Machine.create({ memory: '1M' });
+    const machine = SyncMachine.create({ memory: '1M' });
     const out: Buffer[] = [];
     machine.on('output', (d) => out.push(d));
     try {
@@ -102,7 +102,7 @@ describe('exit loop: failures become reports', () => {
 
   it('a device can end the run cleanly (requestStop)', () => {
     // 1: out %al, $0x50 ; jmp 1b   — loops forever unless the device stops it
-    let machineRef: Machine | undefined;
+    let machineRef: SyncMachine | undefined;
     const { stop } = runCode([0xe6, 0x50, 0xeb, 0xfc], 'real', (m) => {
       machineRef = m;
       let writes = 0;
@@ -113,7 +113,7 @@ describe('exit loop: failures become reports', () => {
 
   it('--trace lines decode port, size, value and RIP', () => {
     const lines: string[] = [];
-    const machine = Machine.create({ memory: '1M', trace: (l) => lines.push(l) });
+    const machine = SyncMachine.create({ memory: '1M', trace: (l) => lines.push(l) });
     try {
       machine.loadBinary(Uint8Array.from([0xb0, 0x41, 0xe6, 0xe9, 0xf4]), 0x8000); // mov $'A',%al; out %al,$0xe9; hlt
       machine.setMode('real', { entry: 0x8000 });

@@ -1,12 +1,12 @@
 // Real guests on the real /dev/kvm in all three CPU modes: output and final
 // register state.
 import * as fs from 'fs';
-import { Machine, type CpuMode } from '../src';
+import { SyncMachine, type CpuMode } from '../src';
 import { exampleGuest } from './helpers/paths';
 import { runMmioExample } from '../examples/04-mmio-device/run';
 
 function runExample(name: string, mode: CpuMode) {
-  const machine = Machine.create({ memory: '2M' });
+  const machine = SyncMachine.create({ memory: '2M' });
   const output: Buffer[] = [];
   machine.on('output', (data) => output.push(data));
   try {
@@ -71,12 +71,12 @@ describe('machine resources', () => {
   it('closing a machine releases its mappings', () => {
     const { native } = require('../src/native');
     const before = native.mappingCount();
-    for (let i = 0; i < 20; i++) Machine.create({ memory: '1M' }).close();
+    for (let i = 0; i < 20; i++) SyncMachine.create({ memory: '1M' }).close();
     expect(native.mappingCount()).toBe(before);
   });
 
   it('rejects an MMIO device over guest RAM and overlapping devices', () => {
-    const machine = Machine.create({ memory: '1M' });
+    const machine = SyncMachine.create({ memory: '1M' });
     try {
       const dev = { name: 'dev', read: () => 0, write: () => undefined };
       expect(() => machine.addMmioDevice(0x1000, 0x1000, dev)).toThrow(/overlaps guest RAM/);

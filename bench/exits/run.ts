@@ -10,7 +10,7 @@
 import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { Kvm, Machine, setupRealMode, GuestMemory, ExitReason } from './api';
+import { Kvm, SyncMachine, setupRealMode, GuestMemory, ExitReason } from './api';
 
 const ROOT = path.join(__dirname, '..', '..', '..');
 const GUEST = path.join(ROOT, 'bench', 'exits', 'guest.bin');
@@ -57,9 +57,9 @@ function measureLowLevel(exits: number): Result {
   }
 }
 
-/** Full dispatch: Machine + exit loop + PIO bus + a device that counts. */
+/** Full dispatch: SyncMachine + exit loop + PIO bus + a device that counts. */
 function measureBus(exits: number): Result {
-  const machine = Machine.create({ memory: '1M', debugConsole: false, serial: false });
+  const machine = SyncMachine.create({ memory: '1M', debugConsole: false, serial: false });
   try {
     let count = 0;
     let target = 1000;

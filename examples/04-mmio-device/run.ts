@@ -2,7 +2,7 @@
 // 0xD0000000. Usage: node dist/examples/04-mmio-device/run.js [--trace]
 import * as fs from 'fs';
 import * as path from 'path';
-import { Machine } from '../../src';
+import { SyncMachine } from '../../src';
 import { MultiplierDevice } from './multiplier-device';
 
 export const DEVICE_BASE = 0xd0000000;
@@ -12,7 +12,7 @@ export function runMmioExample(options: { trace?: boolean; onOutput?: (text: str
   const beside = path.join(__dirname, 'guest.bin');
   const guestPath = fs.existsSync(beside) ? beside : path.join(__dirname, '..', '..', '..', 'examples', '04-mmio-device', 'guest.bin');
   const guest = fs.readFileSync(guestPath);
-  const machine = Machine.create({ memory: '2M', trace: options.trace });
+  const machine = SyncMachine.create({ memory: '2M', trace: options.trace });
   try {
     let text = '';
     machine.addMmioDevice(DEVICE_BASE, 0x1000, new MultiplierDevice((byte) => {

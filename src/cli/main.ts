@@ -7,11 +7,13 @@
 import * as fs from 'fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { Kvm } from '../kvm/kvm';
-import { Machine } from '../vmm/machine';
+import { SyncMachine } from '../vmm/sync-machine';
 import { formatExitReport } from '../vmm/exit-report';
 import { formatCountTable } from '../vmm/exit-stats';
 import { parseAddress, parseSize } from '../vmm/size';
 import type { CpuMode } from '../arch/x86/modes';
+import { runCommand, type RunOptions } from './run-command';
+import { writeInitramfs } from '../initramfs/build';
 
 export const EXIT_OK = 0;
 export const EXIT_HOST_ERROR = 1;
@@ -60,7 +62,7 @@ interface RunBinaryOptions {
   kvmDevice: string;
 }
 
-function printStats(machine: Machine): void {
+function printStats(machine: SyncMachine): void {
   const s = machine.statistics();
   process.stderr.write('\n' + formatCountTable('exit reason', s.exits) + '\n\n');
   process.stderr.write(formatCountTable('device', s.devices) + '\n\n');
@@ -69,7 +71,7 @@ function printStats(machine: Machine): void {
 
 function runBinary(file: string, options: RunBinaryOptions): number {
   const image = readImage(file, 'binary');
-  const machine = Machine.create({ memory: options.mem, trace: options.trace, logUnclaimed: options.logUnclaimed, kvmPath: options.kvmDevice });
+  const machine = SyncMachine.create({ memory: options.mem, trace: options.trace, logUnclaimed: options.logUnclaimed, kvmPath: options.kvmDevice });
   try {
     machine.on('output', (data) => process.stdout.write(data));
     machine.on('log', (message) => process.stderr.write(`tskvm: ${message}\n`));
@@ -118,6 +120,49 @@ export function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--log-unclaimed', 'log accesses to ports/addresses no device claims')
     .option('--kvm-device <path>', 'the KVM device node', '/dev/kvm')
     .action((file: string, options: RunBinaryOptions) => setExitCode(runBinary(file, options)));
+
+  program
+    .command('run')
+    .description('boot a Linux kernel with an initramfs; the guest serial console is this terminal (Ctrl-A x quits, Ctrl-A h helps)')
+    .requiredOption('-k, --kernel <file>', 'kernel: bzImage or ELF vmlinux')
+    .option('-i, --initrd <file>', 'initramfs (see `tskvm initramfs`)')
+    .option('-p, --append <cmdline>', `kernel command line (default "console=ttyS0 panic=-1")`)
+    .option('-m, --memory <size>', 'guest RAM (e.g. 256M, 1G)', sizeOption, '256M')
+    .option('-c, --cpus <n>', 'number of vCPUs', (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1 || n > 64) throw new InvalidArgumentError('must be an integer from 1 to 64');
+      return n;
+    }, 1)
+    .option('--no-emulator-workarounds', "do not add 'noxsave clearcpuid=...' when this KVM ignores the CPUID policy")
+    .option('--trace', 'print every VM exit, decoded, on stderr')
+    .option('--stats', 'print exit and device statistics on stderr at the end')
+    .option('--log-unclaimed', 'log accesses to ports/addresses no device claims')
+    .option('--kvm-device <path>', 'the KVM device node', '/dev/kvm')
+    .action(async (options: RunOptions) => setExitCode(await runCommand(options, (line) => process.stderr.write(line + '\n'))));
+
+  program
+    .command('initramfs')
+    .description('build a busybox initramfs (/init mounts /proc, /sys, /dev, prints "tskvm-init: ready" and starts a shell)')
+    .requiredOption('-o, --output <file>', 'where to write the archive (gzip cpio)')
+    .option('--cache <dir>', 'guest cache from scripts/get-linux-guest.sh', 'guest-cache')
+    .option('--busybox <file>', 'static busybox binary (default: <cache>/busybox)')
+    .option('--modules <names>', 'comma-separated kernel modules to load at boot, with their dependencies', (v) => v.split(',').filter(Boolean))
+    .option('--modules-dir <dir>', 'lib/modules/<version> to take them from (default: <cache>/modules)')
+    .option('--run <command>', 'shell command /init runs before the shell (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+    .addOption(new Option('--on-shell-exit <action>', 'what /init does when the shell exits').choices(['poweroff', 'reboot', 'halt']).default('poweroff'))
+    .action((options: { output: string; cache: string; busybox?: string; modules?: string[]; modulesDir?: string; run?: string[]; onShellExit: 'poweroff' | 'reboot' | 'halt' }) => {
+      const result = writeInitramfs({
+        output: options.output,
+        cache: options.cache,
+        busybox: options.busybox,
+        modules: options.modules,
+        modulesDir: options.modulesDir,
+        initCommands: options.run,
+        onShellExit: options.onShellExit,
+      });
+      process.stderr.write(`tskvm: ${result.summary}\n`);
+      setExitCode(EXIT_OK);
+    });
 
   program
     .command('info')

@@ -110,6 +110,11 @@ export class Vcpu {
     native.bindVcpuThread(this.fd, this.runMappingId);
   }
 
+  /** Forgets the runner thread (call on that thread before it ends). */
+  unbindThread(): void {
+    native.unbindVcpuThread(this.fd);
+  }
+
   /** Makes a running (or about to run) KVM_RUN on the bound thread return promptly. */
   kick(): boolean {
     return native.kick(this.fd);

@@ -49,6 +49,8 @@ export interface ExitLoopContext {
   stats?: ExitStats;
   /** Called once per exit with a one-line decoded description (`--trace`). */
   trace?: (line: string) => void;
+  /** Called after every exit is handled, and after a kick (host work that must run on this thread). */
+  afterExit?: () => void;
   /** True when the host wants the loop to stop (checked after every exit). */
   shouldStop?: () => boolean;
   /**
@@ -139,6 +141,7 @@ export function runExitLoop(ctx: ExitLoopContext): VcpuStop {
   const { vcpu } = ctx;
   const stats = ctx.stats;
   for (;;) {
+    ctx.afterExit?.();
     if (ctx.pendingStop) return { ...ctx.pendingStop };
     if (ctx.shouldStop?.()) return { kind: 'stopped', reason: 'stopped by the host' };
 

@@ -1,292 +1,324 @@
-// Machine: the library's front door. A typed config becomes a VM with RAM, a
-// vCPU, the PIO and MMIO buses and the default devices; the exit loop runs it.
+// Machine: the library's front door. A typed (or JSON) config describes the
+// VM and what to boot; `await machine.start()` runs it on a vCPU worker
+// thread while the caller's event loop keeps going.
 //
-//   const machine = Machine.create({ memory: '2M' });
-//   machine.loadBinary(code, 0x8000);
-//   machine.setMode('long', { entry: 0x8000 });
-//   const stop = machine.runSync();
+//   const machine = new Machine({ memory: '256M', boot: { kind: 'linux', kernel, initrd } });
+//   machine.on('output', (data) => process.stdout.write(data));
+//   await machine.start();
+//   machine.sendInput(Buffer.from('uname -r\n'));
+//   const stop = await machine.wait();
 //
-// runSync() runs the vCPU on the calling thread: the teaching/test path
-// (DESIGN.md: "the low-level API stays available").
+// Why a worker_thread per VM (DESIGN.md, threading): KVM_RUN blocks its
+// thread for as long as the guest runs without exiting, so it cannot run on
+// the main thread. The worker owns the VM's file descriptors, RAM and device
+// models (one owner thread), so a device access costs no cross-thread hop —
+// bench/exits measures what the worker adds per exit (nothing on the exit
+// path itself; the console ring costs a store and a notify per byte).
+// The main thread talks to it through shared rings and a command port, and
+// kicks the vCPU out of KVM_RUN (a signal to its thread, KVM immediate_exit)
+// when it has something for it.
 import { EventEmitter } from 'events';
-import { Kvm } from '../kvm/kvm';
-import type { Vm } from '../kvm/vm';
-import type { Vcpu } from '../kvm/vcpu';
-import { GuestMemory } from '../memory/guest-memory';
-import { MmioBus, PioBus, type BusDevice, type UnclaimedAccess } from '../bus/bus';
-import { setupMode, type CpuMode, type ModeOptions } from '../arch/x86/modes';
-import { DebugConsole } from '../devices/debug-console';
-import { Serial8250 } from '../devices/serial-8250';
-import { I8042 } from '../devices/i8042';
-import { CmosRtc } from '../devices/cmos-rtc';
-import { DebugPort } from '../devices/debug-port';
-import { buildGuestCpuid } from '../arch/x86/cpuid';
-import { bootMsrs } from '../arch/x86/msrs';
-import { setupLapicVirtualWire } from '../arch/x86/lapic';
-import { loadLinux, type LinuxBootInfo } from '../arch/x86/linux-loader';
-import { emulationFailureHandler } from '../arch/x86/emulation-workarounds';
-import { ExitStats } from './exit-stats';
-import { runExitLoop, type ExitLoopContext, type VcpuStop } from './exit-loop';
-import { parseSize } from './size';
+import * as fs from 'fs';
+import * as path from 'path';
+import { MessageChannel, Worker } from 'worker_threads';
+import { native } from '../native';
+import { ByteRing } from './byte-ring';
+import type { VcpuStop } from './exit-loop';
+import { MachineConfigError } from './sync-machine';
+import {
+  CONTROL_MAIL,
+  CONTROL_SLOTS,
+  type BootSpec,
+  type MachineStatistics,
+  type WorkerCommand,
+  type WorkerData,
+  type WorkerEvent,
+  type WorkerMachineConfig,
+} from './worker-protocol';
 
-export interface MachineConfig {
-  /** Guest RAM: bytes, or a size string like "64M", "2G". Default 2 MiB. */
-  memory?: number | string;
-  /**
-   * 'bare' (default): RAM, a vCPU and the buses; HLT ends the run. For the
-   * bare-metal examples. 'pc': a PC platform for operating systems: in-kernel
-   * PIC/IOAPIC/LAPIC and PIT, the 8250 on IRQ 4, i8042 (reset), CMOS RTC,
-   * port 0x80, and the emulation-failure workarounds.
-   */
-  platform?: 'bare' | 'pc';
-  /** Path of the KVM device (default /dev/kvm). */
-  kvmPath?: string;
-  /** Port 0xE9 debug console (default on). */
-  debugConsole?: boolean;
-  /** A COM1 8250 UART at 0x3F8 (default on). */
-  serial?: boolean;
-  /** Log accesses that no device claims (they are always counted). */
-  logUnclaimed?: boolean;
-  /** Print each exit, decoded (`--trace`). */
-  trace?: boolean | ((line: string) => void);
+export type { BootSpec, MachineStatistics } from './worker-protocol';
+
+export interface MachineOptions extends WorkerMachineConfig {
+  boot: BootSpec;
+  /** Console output ring size in bytes (power of two, default 1 MiB). */
+  outputBufferSize?: number;
 }
 
-export interface MachineEvents {
-  /** Bytes the guest wrote to its console devices. */
-  output: [data: Buffer, source: 'debugcon' | 'serial'];
-  /** A line for the user about something unusual (unclaimed access, workaround). */
+export type MachineState = 'created' | 'starting' | 'running' | 'paused' | 'stopped';
+
+export interface AsyncMachineEvents {
+  /** Console bytes from the guest (serial and debug console), as they come. */
+  output: [data: Buffer];
   log: [message: string];
-  stop: [stop: VcpuStop];
+  state: [state: MachineState];
+  /** The guest stopped (halt, power off, reset, error, or stop()). */
+  exit: [stop: VcpuStop];
 }
 
-export class MachineConfigError extends Error {
-  readonly code = 'ECONFIG';
+/** An error from starting the VM: its message is one sentence for the user; `code` says what kind. */
+export class MachineStartError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+  ) {
+    super(message);
+    this.name = 'MachineStartError';
+  }
 }
 
-/** Guest RAM sizes we accept: at least 64 KiB (real-mode programs), below the 3 GiB MMIO hole. */
-const MIN_MEMORY = 64 * 1024;
-const MAX_MEMORY = 3 * 1024 * 1024 * 1024;
+/**
+ * The compiled worker script. Under ts-node/jest this module is TypeScript
+ * (src/), but a worker_thread needs JavaScript: use the build in dist/
+ * (`npm run build`, run by `npm install` and `npm test`).
+ */
+function workerScript(): string {
+  const here = path.join(__dirname, 'vm-worker.js');
+  if (fs.existsSync(here)) return here;
+  const built = path.resolve(__dirname, '../../dist/src/vmm/vm-worker.js');
+  if (fs.existsSync(built)) return built;
+  throw new MachineStartError(`the vCPU worker script is not built (looked for ${here} and ${built}); run npm run build`, 'ENOWORKER');
+}
 
-export class Machine extends EventEmitter<MachineEvents> {
-  readonly kvm: Kvm;
-  readonly vm: Vm;
-  readonly memory: GuestMemory;
-  readonly vcpu: Vcpu;
-  readonly pio: PioBus;
-  readonly mmio: MmioBus;
-  readonly stats = new ExitStats();
-  readonly serial?: Serial8250;
-  readonly platform: 'bare' | 'pc';
-  private readonly trace?: (line: string) => void;
-  private closed = false;
-  private readonly workarounds: ReturnType<typeof emulationFailureHandler>;
-  private pendingStop: ExitLoopContext['pendingStop'];
+export class Machine extends EventEmitter<AsyncMachineEvents> {
+  readonly options: MachineOptions;
+  private stateValue: MachineState = 'created';
+  private worker?: Worker;
+  private commandPort?: MessageChannel['port1'];
+  private control?: Int32Array;
+  private output?: ByteRing;
+  private input?: ByteRing;
+  private vcpuFds: number[] = [];
+  private stopResult?: VcpuStop;
+  private lastStatistics?: MachineStatistics;
+  private exited: Promise<VcpuStop>;
+  private resolveExit!: (stop: VcpuStop) => void;
+  private pendingInput: Uint8Array[] = [];
+  private inputPump?: Promise<void>;
+  private statisticsRequests = new Map<number, (s: MachineStatistics) => void>();
+  private nextRequestId = 1;
+  private stateWaiters: { state: MachineState; resolve: () => void }[] = [];
+  private outputDone?: Promise<void>;
 
-  private constructor(config: MachineConfig, kvm: Kvm) {
+  constructor(options: MachineOptions) {
     super();
-    this.kvm = kvm;
-    const memoryBytes = parseSize(config.memory ?? '2M');
-    if (memoryBytes < MIN_MEMORY || memoryBytes > MAX_MEMORY || memoryBytes % 4096 !== 0)
-      throw new MachineConfigError(`guest memory must be a multiple of 4 KiB between 64K and 3G (got ${config.memory})`);
-    const onUnclaimed = config.logUnclaimed
-      ? (bus: string) => (a: UnclaimedAccess) =>
-          this.emit('log', `unclaimed ${bus} ${a.isWrite ? 'write' : 'read'} at 0x${a.address.toString(16)} size ${a.size}${a.isWrite ? ` value 0x${(a.value ?? 0).toString(16)}` : ''}`)
-      : undefined;
-    this.pio = new PioBus({ onUnclaimed: onUnclaimed?.('port') });
-    this.mmio = new MmioBus({ onUnclaimed: onUnclaimed?.('mmio') });
-    if (typeof config.trace === 'function') this.trace = config.trace;
-    else if (config.trace) this.trace = (line) => process.stderr.write(line + '\n');
+    if (!options || typeof options !== 'object' || !options.boot) throw new MachineConfigError('a machine needs a boot: { kind: "linux" | "binary", ... } entry');
+    this.options = options;
+    this.exited = new Promise((resolve) => (this.resolveExit = resolve));
+  }
 
-    this.platform = config.platform ?? 'bare';
-    this.vm = kvm.createVm();
-    let memory: GuestMemory | undefined;
-    try {
-      memory = GuestMemory.allocate([{ gpa: 0, size: memoryBytes }]);
-      this.memory = memory;
-      this.vm.mapMemory(memory);
-      // Intel VMX needs three pages for real-mode support and one for the EPT
-      // identity map; put them just below 4 GiB, the conventional spot outside
-      // RAM and below the BIOS area (KVM API doc, KVM_SET_TSS_ADDR).
-      this.vm.setIdentityMapAddress(0xfffbc000);
-      this.vm.setTssAddress(0xfffbd000);
-      // The in-kernel irqchip must exist before the vCPUs (KVM API doc, KVM_CREATE_IRQCHIP).
-      if (this.platform === 'pc') {
-        this.vm.createIrqchip();
-        this.vm.createPit2();
-      }
-      this.vcpu = this.vm.createVcpu(0);
-      this.vcpu.setCpuid(buildGuestCpuid(kvm.supportedCpuid(), { vcpuId: 0, cpuCount: 1 }));
-      if (this.platform === 'pc') {
-        this.vcpu.setMsrs(bootMsrs());
-        setupLapicVirtualWire(this.vcpu);
-      }
-    } catch (err) {
-      memory?.close();
-      this.vm.close();
-      throw err;
+  /** Reads a machine from a JSON file (the same shape as MachineOptions; paths relative to the file). */
+  static fromJsonFile(file: string): Machine {
+    const options = JSON.parse(fs.readFileSync(file, 'utf8')) as MachineOptions;
+    const base = path.dirname(path.resolve(file));
+    const resolve = (p: unknown): unknown => (typeof p === 'string' ? path.resolve(base, p) : p);
+    const boot = { ...options.boot } as BootSpec;
+    if (boot.kind === 'linux') {
+      boot.kernel = resolve(boot.kernel) as string;
+      if (boot.initrd !== undefined) boot.initrd = resolve(boot.initrd) as string;
+    } else if (boot.kind === 'binary') {
+      boot.file = resolve(boot.file) as string;
     }
-    if (config.debugConsole ?? true) {
-      this.pio.register(0xe9, 1, new DebugConsole({ onOutput: (byte) => this.output(byte, 'debugcon') }));
-    }
-    if (config.serial ?? true) {
-      // COM1 on ISA IRQ 4; on the bare platform there is no interrupt controller.
-      const irq = this.platform === 'pc' ? (level: boolean) => this.vm.setIrqLine(4, level) : undefined;
-      this.serial = new Serial8250({ onTransmit: (byte) => this.output(byte, 'serial'), irq });
-      this.pio.register(0x3f8, 8, this.serial);
-    }
-    if (this.platform === 'pc') this.addLegacyDevices(memoryBytes);
-    this.workarounds = emulationFailureHandler(this.memory, (message) => this.emit('log', message));
+    return new Machine({ ...options, boot });
   }
 
-  /** The ISA devices a PC operating system probes for. */
-  private addLegacyDevices(memoryBytes: number): void {
-    const i8042 = new I8042({
-      // Pulsing the CPU reset line (command 0xFE) resets the machine; tskvm ends the run.
-      onReset: () => this.requestStop('reset', 'i8042 reset (guest reboot)'),
-      irq1: (level) => this.vm.setIrqLine(1, level),
-      irq12: (level) => this.vm.setIrqLine(12, level),
-    });
-    this.pio.register(0x60, 1, i8042.dataPort);
-    this.pio.register(0x64, 1, i8042.commandPort);
-    this.pio.register(0x70, 2, new CmosRtc({ memoryBytes, irq: (level) => this.vm.setIrqLine(8, level) }));
-    this.pio.register(0x80, 1, new DebugPort());
+  get state(): MachineState {
+    return this.stateValue;
   }
 
-  static create(config: MachineConfig = {}): Machine {
-    const kvm = Kvm.open(config.kvmPath);
-    try {
-      return new Machine(config, kvm);
-    } catch (err) {
-      kvm.close();
-      throw err;
-    }
-  }
-
-  // ------------------------------------------------------------ output
-
-  private outputBuffer: number[] = [];
-  private outputSource: 'debugcon' | 'serial' = 'debugcon';
-
-  /** Console bytes are batched per line (or 4 KiB) to keep the exit path cheap. */
-  private output(byte: number, source: 'debugcon' | 'serial'): void {
-    if (source !== this.outputSource) this.flushOutput();
-    this.outputSource = source;
-    this.outputBuffer.push(byte);
-    if (byte === 0x0a || this.outputBuffer.length >= 4096) this.flushOutput();
-  }
-
-  flushOutput(): void {
-    if (this.outputBuffer.length === 0) return;
-    const data = Buffer.from(this.outputBuffer);
-    this.outputBuffer = [];
-    this.emit('output', data, this.outputSource);
-  }
-
-  // ------------------------------------------------------------ setup
-
-  /** Adds a device on the port I/O bus. */
-  addPioDevice(base: number, length: number, device: BusDevice): void {
-    this.pio.register(base, length, device);
-  }
-
-  /** Adds a device on the MMIO bus (outside guest RAM). */
-  addMmioDevice(base: number, length: number, device: BusDevice): void {
-    if (this.memory.regions.some((r) => base < r.gpa + r.size && r.gpa < base + length))
-      throw new MachineConfigError(`MMIO device ${device.name} at 0x${base.toString(16)} overlaps guest RAM`);
-    this.mmio.register(base, length, device);
-  }
-
-  /** Copies a flat binary into guest RAM at `gpa`. */
-  loadBinary(data: Uint8Array, gpa: number): void {
-    if (!this.memory.contains(gpa, Math.max(data.length, 1)))
-      throw new MachineConfigError(
-        `the binary (${data.length} bytes) does not fit in guest RAM at 0x${gpa.toString(16)}: guest RAM is ${this.memory.size} bytes; use a larger --mem`,
-      );
-    this.memory.write(gpa, data);
-  }
-
-  /** Puts vCPU 0 in real, protected or long mode, starting at `options.entry`. */
-  setMode(mode: CpuMode, options: ModeOptions): void {
-    if (!this.memory.contains(options.entry))
-      throw new MachineConfigError(
-        `entry point 0x${options.entry.toString(16)} is outside guest RAM (0x0-0x${(this.memory.size - 1).toString(16)})`,
-      );
-    setupMode(mode, this.vcpu, this.memory, options);
+  /** Statistics posted when the guest stopped (or the last ones asked for). */
+  get statistics(): MachineStatistics | undefined {
+    return this.lastStatistics;
   }
 
   /**
-   * Loads a Linux kernel (bzImage or ELF vmlinux), initrd and command line
-   * (Linux x86 boot protocol) and points vCPU 0 at the 64-bit entry with
-   * RSI = the zero page. Needs the 'pc' platform.
+   * Creates the VM on a vCPU worker and starts the guest. Resolves once it is
+   * running; rejects with a MachineStartError (one sentence) if the VM cannot
+   * be created or the boot files are bad.
    */
-  loadLinux(options: { kernel: Uint8Array; initrd?: Uint8Array; cmdline: string; kernelPath?: string; initrdPath?: string }): LinuxBootInfo {
-    if (this.platform !== 'pc') throw new MachineConfigError("booting Linux needs the 'pc' platform (in-kernel interrupt controllers)");
-    const info = loadLinux(this.memory, options);
-    setupMode('long', this.vcpu, this.memory, { entry: info.entry, regs: { rsi: BigInt(info.bootParams) } });
-    return info;
+  async start(): Promise<void> {
+    if (this.stateValue !== 'created') throw new MachineConfigError(`start() on a machine that is ${this.stateValue}`);
+    this.setState('starting');
+    const { boot, outputBufferSize, ...config } = this.options;
+    const output = new ByteRing(outputBufferSize ?? 1 << 20);
+    const input = new ByteRing(1 << 16);
+    const control = new SharedArrayBuffer(CONTROL_SLOTS * 4);
+    const channel = new MessageChannel();
+    const workerData: WorkerData = { config, boot, output: output.buffer, input: input.buffer, control, commands: channel.port2 };
+    this.output = output;
+    this.input = input;
+    this.control = new Int32Array(control);
+    this.commandPort = channel.port1;
+    const worker = new Worker(workerScript(), { workerData, transferList: [channel.port2] });
+    this.worker = worker;
+    this.outputDone = this.pumpOutput(output);
+
+    return new Promise<void>((resolve, reject) => {
+      let started = false;
+      worker.on('message', (event: WorkerEvent) => {
+        switch (event.type) {
+          case 'started':
+            started = true;
+            this.vcpuFds = event.vcpuFds;
+            this.setState('running');
+            resolve();
+            break;
+          case 'log':
+            this.emit('log', event.message);
+            break;
+          case 'paused':
+            this.setState('paused');
+            break;
+          case 'resumed':
+            this.setState('running');
+            break;
+          case 'statistics':
+            this.lastStatistics = event.statistics;
+            this.statisticsRequests.get(event.id)?.(event.statistics);
+            this.statisticsRequests.delete(event.id);
+            break;
+          case 'stopped':
+            this.lastStatistics = event.statistics;
+            void this.finish(event.stop);
+            break;
+          case 'error': {
+            const error = new MachineStartError(event.message, event.code ?? 'EVM');
+            if (!started) reject(error);
+            void this.finish({ kind: 'error', reason: event.message });
+            break;
+          }
+        }
+      });
+      worker.on('error', (error) => {
+        if (!started) reject(new MachineStartError(`the vCPU worker failed: ${error.message}`, 'EWORKER'));
+        void this.finish({ kind: 'error', reason: `vCPU worker failed: ${error.message}` });
+      });
+      worker.on('exit', () => {
+        if (!started) reject(new MachineStartError('the vCPU worker exited before the VM started', 'EWORKER'));
+        void this.finish({ kind: 'error', reason: 'vCPU worker exited' });
+      });
+    });
   }
 
-  /** Host input for the guest's console (COM1). Returns how many bytes the UART accepted. */
-  sendInput(bytes: Uint8Array): number {
-    return this.serial?.receive(bytes) ?? 0;
+  /** Resolves with why the guest stopped. */
+  wait(): Promise<VcpuStop> {
+    return this.exited;
   }
 
-  /** Ends the run at the next exit with the given outcome (used by reset/power-off devices). */
-  requestStop(kind: VcpuStop['kind'], reason: string): void {
-    this.pendingStop = { kind, reason };
+  /**
+   * Console input for the guest (COM1). Bytes are queued and fed to the UART
+   * as the guest reads them; the promise resolves when all of them are in the
+   * (bounded, 64 KiB) input ring — await it to apply back-pressure.
+   */
+  sendInput(data: Uint8Array | string): Promise<void> {
+    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+    if (this.stateValue === 'stopped' || !this.input) return Promise.resolve();
+    this.pendingInput.push(bytes);
+    this.inputPump ??= this.pumpInput().finally(() => (this.inputPump = undefined));
+    return this.inputPump;
   }
 
-  // ------------------------------------------------------------ running
-
-  /** Runs vCPU 0 on this thread until it stops. Blocks the event loop while the guest runs. */
-  runSync(): VcpuStop {
-    const machine = this;
-    const ctx: ExitLoopContext = {
-      vcpu: this.vcpu,
-      memory: this.memory,
-      pio: this.pio,
-      mmio: this.mmio,
-      stats: this.stats,
-      trace: this.trace,
-      // With the in-kernel irqchip KVM handles HLT itself; on the bare platform
-      // nothing can wake a halted vCPU, so HLT ends the run.
-      onHalt: this.platform === 'pc' ? 'continue' : 'stop',
-      onEmulationFailure: this.platform === 'pc' ? this.workarounds : undefined,
-      get pendingStop() {
-        return machine.pendingStop;
-      },
-    };
-    const stop = runExitLoop(ctx);
-    this.pendingStop = undefined;
-    this.flushOutput();
-    this.emit('stop', stop);
-    return stop;
+  /** Stops the vCPU between two instructions; devices keep their state. */
+  async pause(): Promise<void> {
+    if (this.stateValue === 'paused') return;
+    this.requireRunning('pause');
+    const paused = this.waitForState('paused');
+    this.command({ type: 'pause' });
+    await paused;
   }
 
-  /** Exit counts by reason and accesses by device. */
-  statistics(): { exits: Record<string, number>; total: number; devices: Record<string, number>; unclaimed: Record<string, number> } {
-    const devices: Record<string, number> = {};
-    for (const bus of [this.pio, this.mmio]) for (const [name, n] of bus.accessCounts) devices[name] = (devices[name] ?? 0) + n;
-    return {
-      exits: Object.fromEntries(this.stats.byReason),
-      total: this.stats.total,
-      devices,
-      unclaimed: {
-        'port reads': this.pio.unclaimedReads,
-        'port writes': this.pio.unclaimedWrites,
-        'mmio reads': this.mmio.unclaimedReads,
-        'mmio writes': this.mmio.unclaimedWrites,
-      },
-    };
+  async resume(): Promise<void> {
+    if (this.stateValue === 'running') return;
+    if (this.stateValue !== 'paused') throw new MachineConfigError(`resume() on a machine that is ${this.stateValue}`);
+    const running = this.waitForState('running');
+    this.command({ type: 'resume' });
+    await running;
   }
 
-  /** Frees the vCPU, VM, guest RAM and the KVM handle. */
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.flushOutput();
-    this.vm.close();
-    this.memory.close();
-    this.kvm.close();
+  /** Stops the guest (like pulling the plug) and frees the VM. Resolves with the stop. */
+  async stop(): Promise<VcpuStop> {
+    if (this.stateValue === 'created') {
+      await this.finish({ kind: 'stopped', reason: 'never started' });
+    } else if (this.stateValue !== 'stopped') {
+      this.command({ type: 'stop' });
+    }
+    return this.exited;
+  }
+
+  /** Exit counts, device accesses and workarounds, read from the running vCPU. */
+  async readStatistics(): Promise<MachineStatistics | undefined> {
+    if (this.stateValue !== 'running' && this.stateValue !== 'paused') return this.lastStatistics;
+    const id = this.nextRequestId++;
+    const answer = new Promise<MachineStatistics>((resolve) => this.statisticsRequests.set(id, resolve));
+    this.command({ type: 'statistics', id });
+    return Promise.race([answer, this.exited.then(() => this.lastStatistics)]);
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private requireRunning(what: string): void {
+    if (this.stateValue !== 'running') throw new MachineConfigError(`${what}() on a machine that is ${this.stateValue}`);
+  }
+
+  private setState(state: MachineState): void {
+    if (this.stateValue === state) return;
+    this.stateValue = state;
+    this.emit('state', state);
+    const ready = this.stateWaiters.filter((w) => w.state === state || state === 'stopped');
+    this.stateWaiters = this.stateWaiters.filter((w) => !ready.includes(w));
+    for (const w of ready) w.resolve();
+  }
+
+  private waitForState(state: MachineState): Promise<void> {
+    return new Promise((resolve) => this.stateWaiters.push({ state, resolve }));
+  }
+
+  /** Posts a command and gets the vCPU out of KVM_RUN to read it. */
+  private command(command: WorkerCommand): void {
+    if (!this.commandPort || !this.control) return;
+    this.commandPort.postMessage(command);
+    Atomics.add(this.control, CONTROL_MAIL, 1);
+    Atomics.notify(this.control, CONTROL_MAIL); // a paused worker sleeps on it
+    this.kick();
+  }
+
+  private kick(): void {
+    for (const fd of this.vcpuFds) native.kick(fd);
+  }
+
+  private async pumpOutput(ring: ByteRing): Promise<void> {
+    for (;;) {
+      await ring.waitForData();
+      if (ring.available > 0) this.emit('output', Buffer.from(ring.read()));
+      else if (ring.closed) return;
+    }
+  }
+
+  private async pumpInput(): Promise<void> {
+    const ring = this.input!;
+    while (this.pendingInput.length > 0 && this.stateValue !== 'stopped') {
+      const chunk = this.pendingInput[0]!;
+      const n = ring.write(chunk);
+      if (n > 0) this.kick();
+      if (n === chunk.length) this.pendingInput.shift();
+      else {
+        this.pendingInput[0] = chunk.subarray(n);
+        await Promise.race([ring.waitForSpace(), this.exited]);
+      }
+    }
+    if (this.stateValue === 'stopped') this.pendingInput = [];
+  }
+
+  private async finish(stop: VcpuStop): Promise<void> {
+    if (this.stopResult) return;
+    this.stopResult = stop;
+    this.input?.close();
+    // Let the output that came before the stop reach listeners first.
+    this.output?.close();
+    await this.outputDone;
+    this.commandPort?.close();
+    this.setState('stopped');
+    this.emit('exit', stop);
+    this.resolveExit(stop);
+    void this.worker?.terminate();
   }
 }

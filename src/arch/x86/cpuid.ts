@@ -28,6 +28,9 @@
 //     0x80000001 ECX 5), BMI1/BMI2/ADX (leaf 7 EBX 3/8/19), MOVBE (leaf 1 ECX 22),
 //     and the crypto extensions AES/PCLMULQDQ (leaf 1 ECX 25/1), SHA (leaf 7
 //     EBX 29), GFNI (leaf 7 ECX 8) that kernel crypto would pick up.
+//     SSSE3, SSE4.1, SSE4.2 (leaf 1 ECX 9/19/20): kernel SIMD routines
+//     (blake2s, chacha, crc32c) use SSE instructions the emulator lacks
+//     (e.g. movd to an xmm register); without these bits Linux uses C code.
 // - Masked because a VMM with no emulation for them should not advertise them:
 //     HLE/RTM (TSX, leaf 7 EBX 4/11), MONITOR/MWAIT (leaf 1 ECX 3).
 // - Kept: the KVM paravirtual leaves 0x40000000.. (kvmclock, PV EOI...), which
@@ -41,6 +44,9 @@ export const CPUID_1_ECX_FMA = bit(12);
 export const CPUID_1_ECX_CX16 = bit(13);
 export const CPUID_1_ECX_PCID = bit(17);
 export const CPUID_1_ECX_RDRAND = bit(30);
+export const CPUID_1_ECX_SSSE3 = bit(9);
+export const CPUID_1_ECX_SSE41 = bit(19);
+export const CPUID_1_ECX_SSE42 = bit(20);
 export const CPUID_1_ECX_PCLMULQDQ = bit(1);
 export const CPUID_1_ECX_MOVBE = bit(22);
 export const CPUID_1_ECX_POPCNT = bit(23);
@@ -90,7 +96,7 @@ export function buildGuestCpuid(supported: readonly CpuidEntry[], options: Cpuid
         e.ecx =
           (e.ecx &
             ~(CPUID_1_ECX_MONITOR | CPUID_1_ECX_CX16 | CPUID_1_ECX_PCID | CPUID_1_ECX_RDRAND | CPUID_1_ECX_PCLMULQDQ |
-              CPUID_1_ECX_MOVBE | CPUID_1_ECX_POPCNT | CPUID_1_ECX_AES | CPUID_1_ECX_XSAVE | CPUID_1_ECX_OSXSAVE | CPUID_1_ECX_AVX | CPUID_1_ECX_FMA | CPUID_1_ECX_F16C)) >>>
+              CPUID_1_ECX_MOVBE | CPUID_1_ECX_POPCNT | CPUID_1_ECX_SSSE3 | CPUID_1_ECX_SSE41 | CPUID_1_ECX_SSE42 | CPUID_1_ECX_AES | CPUID_1_ECX_XSAVE | CPUID_1_ECX_OSXSAVE | CPUID_1_ECX_AVX | CPUID_1_ECX_FMA | CPUID_1_ECX_F16C)) >>>
           0;
         e.ecx = (e.ecx | CPUID_1_ECX_HYPERVISOR) >>> 0;
         e.edx = cpuCount > 1 ? (e.edx | CPUID_1_EDX_HTT) >>> 0 : (e.edx & ~CPUID_1_EDX_HTT) >>> 0;

@@ -1,0 +1,370 @@
+// SyncMachine: a VM that runs on the calling thread. A typed config becomes a
+// VM with RAM, a vCPU, the PIO and MMIO buses and the default devices; the
+// exit loop runs it.
+//
+//   const machine = SyncMachine.create({ memory: '2M' });
+//   machine.loadBinary(code, 0x8000);
+//   machine.setMode('long', { entry: 0x8000 });
+//   const stop = machine.runSync();
+//
+// runSync() runs the vCPU on the calling thread: the teaching/test path
+// (DESIGN.md: "the low-level API stays available"), and what the vCPU worker
+// behind the asynchronous `Machine` (machine.ts) runs.
+import { EventEmitter } from 'events';
+import { Kvm } from '../kvm/kvm';
+import type { Vm } from '../kvm/vm';
+import type { Vcpu } from '../kvm/vcpu';
+import { GuestMemory } from '../memory/guest-memory';
+import { MmioBus, PioBus, type BusDevice, type UnclaimedAccess } from '../bus/bus';
+import { setupMode, type CpuMode, type ModeOptions } from '../arch/x86/modes';
+import { DebugConsole } from '../devices/debug-console';
+import { Serial8250 } from '../devices/serial-8250';
+import { I8042 } from '../devices/i8042';
+import { CmosRtc } from '../devices/cmos-rtc';
+import { DebugPort } from '../devices/debug-port';
+import { buildGuestCpuid } from '../arch/x86/cpuid';
+import { bootMsrs } from '../arch/x86/msrs';
+import { setupLapicVirtualWire } from '../arch/x86/lapic';
+import { loadLinux, type LinuxBootInfo } from '../arch/x86/linux-loader';
+import { extractVmlinux } from '../arch/x86/bzimage-payload';
+import { HEADER_MAGIC } from '../arch/x86/boot-params';
+import { writeMpTable } from '../arch/x86/mptable';
+import { linuxEmulatorCmdline, probeCpuidEnforcement } from '../arch/x86/cpuid-probe';
+import { emulationFailureHandler } from '../arch/x86/emulation-workarounds';
+import { ExitStats } from './exit-stats';
+import { runExitLoop, type ExitLoopContext, type VcpuStop } from './exit-loop';
+import { parseSize } from './size';
+
+export interface MachineConfig {
+  /** Guest RAM: bytes, or a size string like "64M", "2G". Default 2 MiB. */
+  memory?: number | string;
+  /**
+   * 'bare' (default): RAM, a vCPU and the buses; HLT ends the run. For the
+   * bare-metal examples. 'pc': a PC platform for operating systems: in-kernel
+   * PIC/IOAPIC/LAPIC and PIT, the 8250 on IRQ 4, i8042 (reset), CMOS RTC,
+   * port 0x80, and the emulation-failure workarounds.
+   */
+  platform?: 'bare' | 'pc';
+  /** Path of the KVM device (default /dev/kvm). */
+  kvmPath?: string;
+  /** Port 0xE9 debug console (default on). */
+  debugConsole?: boolean;
+  /** A COM1 8250 UART at 0x3F8 (default on). */
+  serial?: boolean;
+  /** Log accesses that no device claims (they are always counted). */
+  logUnclaimed?: boolean;
+  /** Print each exit, decoded (`--trace`). */
+  trace?: boolean | ((line: string) => void);
+}
+
+export interface MachineEvents {
+  /** Bytes the guest wrote to its console devices (batched per line unless a console sink is set). */
+  output: [data: Buffer, source: 'debugcon' | 'serial'];
+  /** The guest made room in the UART receiver after sendInput() was refused bytes. */
+  'input-space': [];
+  /** A line for the user about something unusual (unclaimed access, workaround). */
+  log: [message: string];
+  stop: [stop: VcpuStop];
+}
+
+export interface LoadLinuxOptions {
+  kernel: Uint8Array;
+  initrd?: Uint8Array;
+  cmdline: string;
+  /** File names, only used in messages. */
+  kernelPath?: string;
+  initrdPath?: string;
+  /** Unpack a bzImage on the host and boot the vmlinux inside (default true). */
+  decompressOnHost?: boolean;
+  /**
+   * Kernel switches that keep Linux off instructions KVM's emulator lacks:
+   * 'auto' adds them when the CPUID policy is not honored (default).
+   */
+  emulatorWorkarounds?: 'auto' | 'on' | 'off';
+}
+
+/** "HdrS" at 0x202: the boot-protocol signature of a bzImage (Linux x86 boot protocol). */
+function isBzImage(image: Uint8Array): boolean {
+  return image.length >= 0x206 && new DataView(image.buffer, image.byteOffset + 0x202, 4).getUint32(0, true) === HEADER_MAGIC;
+}
+
+export class MachineConfigError extends Error {
+  readonly code = 'ECONFIG';
+}
+
+/** Guest RAM sizes we accept: at least 64 KiB (real-mode programs), below the 3 GiB MMIO hole. */
+const MIN_MEMORY = 64 * 1024;
+const MAX_MEMORY = 3 * 1024 * 1024 * 1024;
+
+export class SyncMachine extends EventEmitter<MachineEvents> {
+  readonly kvm: Kvm;
+  readonly vm: Vm;
+  readonly memory: GuestMemory;
+  readonly vcpu: Vcpu;
+  readonly pio: PioBus;
+  readonly mmio: MmioBus;
+  readonly stats = new ExitStats();
+  readonly serial?: Serial8250;
+  readonly platform: 'bare' | 'pc';
+  private readonly trace?: (line: string) => void;
+  private closed = false;
+  private readonly workarounds: ReturnType<typeof emulationFailureHandler>;
+  private pendingStop: ExitLoopContext['pendingStop'];
+
+  private constructor(config: MachineConfig, kvm: Kvm) {
+    super();
+    this.kvm = kvm;
+    const memoryBytes = parseSize(config.memory ?? '2M');
+    if (memoryBytes < MIN_MEMORY || memoryBytes > MAX_MEMORY || memoryBytes % 4096 !== 0)
+      throw new MachineConfigError(`guest memory must be a multiple of 4 KiB between 64K and 3G (got ${config.memory})`);
+    const onUnclaimed = config.logUnclaimed
+      ? (bus: string) => (a: UnclaimedAccess) =>
+          this.emit('log', `unclaimed ${bus} ${a.isWrite ? 'write' : 'read'} at 0x${a.address.toString(16)} size ${a.size}${a.isWrite ? ` value 0x${(a.value ?? 0).toString(16)}` : ''}`)
+      : undefined;
+    this.pio = new PioBus({ onUnclaimed: onUnclaimed?.('port') });
+    this.mmio = new MmioBus({ onUnclaimed: onUnclaimed?.('mmio') });
+    if (typeof config.trace === 'function') this.trace = config.trace;
+    else if (config.trace) this.trace = (line) => process.stderr.write(line + '\n');
+
+    this.platform = config.platform ?? 'bare';
+    this.vm = kvm.createVm();
+    let memory: GuestMemory | undefined;
+    try {
+      memory = GuestMemory.allocate([{ gpa: 0, size: memoryBytes }]);
+      this.memory = memory;
+      this.vm.mapMemory(memory);
+      // Intel VMX needs three pages for real-mode support and one for the EPT
+      // identity map; put them just below 4 GiB, the conventional spot outside
+      // RAM and below the BIOS area (KVM API doc, KVM_SET_TSS_ADDR).
+      this.vm.setIdentityMapAddress(0xfffbc000);
+      this.vm.setTssAddress(0xfffbd000);
+      // The in-kernel irqchip must exist before the vCPUs (KVM API doc, KVM_CREATE_IRQCHIP).
+      if (this.platform === 'pc') {
+        this.vm.createIrqchip();
+        this.vm.createPit2();
+      }
+      this.vcpu = this.vm.createVcpu(0);
+      this.vcpu.setCpuid(buildGuestCpuid(kvm.supportedCpuid(), { vcpuId: 0, cpuCount: 1 }));
+      if (this.platform === 'pc') {
+        this.vcpu.setMsrs(bootMsrs());
+        setupLapicVirtualWire(this.vcpu);
+      }
+    } catch (err) {
+      memory?.close();
+      this.vm.close();
+      throw err;
+    }
+    if (config.debugConsole ?? true) {
+      this.pio.register(0xe9, 1, new DebugConsole({ onOutput: (byte) => this.output(byte, 'debugcon') }));
+    }
+    if (config.serial ?? true) {
+      // COM1 on ISA IRQ 4; on the bare platform there is no interrupt controller.
+      const irq = this.platform === 'pc' ? (level: boolean) => this.vm.setIrqLine(4, level) : undefined;
+      this.serial = new Serial8250({ onTransmit: (byte) => this.output(byte, 'serial'), irq, onRxSpace: () => this.emit('input-space') });
+      this.pio.register(0x3f8, 8, this.serial);
+    }
+    if (this.platform === 'pc') this.addLegacyDevices(memoryBytes);
+    this.workarounds = emulationFailureHandler(this.memory, (message) => this.emit('log', message));
+  }
+
+  /** The ISA devices a PC operating system probes for. */
+  private addLegacyDevices(memoryBytes: number): void {
+    const i8042 = new I8042({
+      // Pulsing the CPU reset line (command 0xFE) resets the machine; tskvm ends the run.
+      onReset: () => this.requestStop('reset', 'i8042 reset (guest reboot)'),
+      irq1: (level) => this.vm.setIrqLine(1, level),
+      irq12: (level) => this.vm.setIrqLine(12, level),
+    });
+    this.pio.register(0x60, 1, i8042.dataPort);
+    this.pio.register(0x64, 1, i8042.commandPort);
+    this.pio.register(0x70, 2, new CmosRtc({ memoryBytes, irq: (level) => this.vm.setIrqLine(8, level) }));
+    this.pio.register(0x80, 1, new DebugPort());
+  }
+
+  static create(config: MachineConfig = {}): SyncMachine {
+    const kvm = Kvm.open(config.kvmPath);
+    try {
+      return new SyncMachine(config, kvm);
+    } catch (err) {
+      kvm.close();
+      throw err;
+    }
+  }
+
+  // ------------------------------------------------------------ output
+
+  private outputBuffer: number[] = [];
+  private outputSource: 'debugcon' | 'serial' = 'debugcon';
+  private consoleSink?: (byte: number, source: 'debugcon' | 'serial') => void;
+
+  /**
+   * Sends every console byte straight to `sink` instead of batching lines into
+   * 'output' events (an interactive console must see a prompt that has no newline).
+   */
+  setConsoleSink(sink: ((byte: number, source: 'debugcon' | 'serial') => void) | undefined): void {
+    this.flushOutput();
+    this.consoleSink = sink;
+  }
+
+  /** Console bytes are batched per line (or 4 KiB) to keep the exit path cheap. */
+  private output(byte: number, source: 'debugcon' | 'serial'): void {
+    if (this.consoleSink) return this.consoleSink(byte, source);
+    if (source !== this.outputSource) this.flushOutput();
+    this.outputSource = source;
+    this.outputBuffer.push(byte);
+    if (byte === 0x0a || this.outputBuffer.length >= 4096) this.flushOutput();
+  }
+
+  flushOutput(): void {
+    if (this.outputBuffer.length === 0) return;
+    const data = Buffer.from(this.outputBuffer);
+    this.outputBuffer = [];
+    this.emit('output', data, this.outputSource);
+  }
+
+  // ------------------------------------------------------------ setup
+
+  /** Adds a device on the port I/O bus. */
+  addPioDevice(base: number, length: number, device: BusDevice): void {
+    this.pio.register(base, length, device);
+  }
+
+  /** Adds a device on the MMIO bus (outside guest RAM). */
+  addMmioDevice(base: number, length: number, device: BusDevice): void {
+    if (this.memory.regions.some((r) => base < r.gpa + r.size && r.gpa < base + length))
+      throw new MachineConfigError(`MMIO device ${device.name} at 0x${base.toString(16)} overlaps guest RAM`);
+    this.mmio.register(base, length, device);
+  }
+
+  /** Copies a flat binary into guest RAM at `gpa`. */
+  loadBinary(data: Uint8Array, gpa: number): void {
+    if (!this.memory.contains(gpa, Math.max(data.length, 1)))
+      throw new MachineConfigError(
+        `the binary (${data.length} bytes) does not fit in guest RAM at 0x${gpa.toString(16)}: guest RAM is ${this.memory.size} bytes; use a larger --mem`,
+      );
+    this.memory.write(gpa, data);
+  }
+
+  /** Puts vCPU 0 in real, protected or long mode, starting at `options.entry`. */
+  setMode(mode: CpuMode, options: ModeOptions): void {
+    if (!this.memory.contains(options.entry))
+      throw new MachineConfigError(
+        `entry point 0x${options.entry.toString(16)} is outside guest RAM (0x0-0x${(this.memory.size - 1).toString(16)})`,
+      );
+    setupMode(mode, this.vcpu, this.memory, options);
+  }
+
+  /**
+   * Loads a Linux kernel (bzImage or ELF vmlinux), initrd and command line
+   * (Linux x86 boot protocol) and points vCPU 0 at the 64-bit entry with
+   * RSI = the zero page. Needs the 'pc' platform. Also:
+   * - a bzImage whose payload we can unpack (gzip, LZ4, none) is decompressed
+   *   here and booted as vmlinux: in KVM's instruction emulator the kernel's
+   *   own decompressor takes about a minute (DESIGN.md); on the host, 0.1 s;
+   * - an MP table describes the CPUs and the I/O APIC (no ACPI tables);
+   * - if the guest's CPUID does not follow KVM_SET_CPUID2 (cpuid-probe.ts),
+   *   `emulatorWorkarounds` 'auto' (default) appends kernel switches with the
+   *   CPUID policy's effect.
+   */
+  loadLinux(options: LoadLinuxOptions): LinuxBootInfo & { cmdline: string } {
+    if (this.platform !== 'pc') throw new MachineConfigError("booting Linux needs the 'pc' platform (in-kernel interrupt controllers)");
+    let kernel = options.kernel;
+    if (options.decompressOnHost ?? true) {
+      const started = Date.now();
+      const extracted = isBzImage(kernel) ? extractVmlinux(kernel) : undefined;
+      if (extracted && 'vmlinux' in extracted) {
+        kernel = extracted.vmlinux;
+        this.emit('log', `decompressed the kernel (${extracted.format}) on the host in ${Date.now() - started} ms; booting it as vmlinux`);
+      } else if (extracted) {
+        this.emit('log', `booting the bzImage as is: ${extracted.reason}`);
+      }
+    }
+    let cmdline = options.cmdline;
+    const mode = options.emulatorWorkarounds ?? 'auto';
+    if (mode === 'on' || (mode === 'auto' && !probeCpuidEnforcement(this.kvm).honored)) {
+      cmdline = `${cmdline} ${linuxEmulatorCmdline()}`.trim();
+      if (mode === 'auto') this.emit('log', "this KVM ignores the CPUID policy; added 'noxsave clearcpuid=...' to the kernel command line");
+    }
+    const info = loadLinux(this.memory, { ...options, kernel, cmdline });
+    writeMpTable(this.memory, { cpus: 1 });
+    setupMode('long', this.vcpu, this.memory, { entry: info.entry, regs: { rsi: BigInt(info.bootParams) } });
+    return { ...info, cmdline };
+  }
+
+  /** Host input for the guest's console (COM1). Returns how many bytes the UART accepted. */
+  sendInput(bytes: Uint8Array): number {
+    return this.serial?.receive(bytes) ?? 0;
+  }
+
+  /** Ends the run at the next exit with the given outcome (used by reset/power-off devices). */
+  requestStop(kind: VcpuStop['kind'], reason: string): void {
+    this.pendingStop = { kind, reason };
+  }
+
+  // ------------------------------------------------------------ running
+
+  /**
+   * Runs vCPU 0 on this thread until it stops. Blocks the event loop while the
+   * guest runs. `afterExit` runs after every exit (and after a kick) on this
+   * thread; `shouldStop` is checked there too.
+   */
+  runSync(hooks: { afterExit?: () => void; shouldStop?: () => boolean } = {}): VcpuStop {
+    const machine = this;
+    const ctx: ExitLoopContext = {
+      vcpu: this.vcpu,
+      memory: this.memory,
+      pio: this.pio,
+      mmio: this.mmio,
+      stats: this.stats,
+      trace: this.trace,
+      // With the in-kernel irqchip KVM handles HLT itself; on the bare platform
+      // nothing can wake a halted vCPU, so HLT ends the run.
+      onHalt: this.platform === 'pc' ? 'continue' : 'stop',
+      onEmulationFailure: this.platform === 'pc' ? this.workarounds : undefined,
+      afterExit: hooks.afterExit,
+      shouldStop: hooks.shouldStop,
+      get pendingStop() {
+        return machine.pendingStop;
+      },
+    };
+    const stop = runExitLoop(ctx);
+    this.pendingStop = undefined;
+    this.flushOutput();
+    this.emit('stop', stop);
+    return stop;
+  }
+
+  /** Exit counts by reason and accesses by device. */
+  statistics(): {
+    exits: Record<string, number>;
+    total: number;
+    devices: Record<string, number>;
+    unclaimed: Record<string, number>;
+    workarounds: Record<string, number>;
+  } {
+    const devices: Record<string, number> = {};
+    for (const bus of [this.pio, this.mmio]) for (const [name, n] of bus.accessCounts) devices[name] = (devices[name] ?? 0) + n;
+    return {
+      exits: Object.fromEntries(this.stats.byReason),
+      total: this.stats.total,
+      devices,
+      unclaimed: {
+        'port reads': this.pio.unclaimedReads,
+        'port writes': this.pio.unclaimedWrites,
+        'mmio reads': this.mmio.unclaimedReads,
+        'mmio writes': this.mmio.unclaimedWrites,
+      },
+      workarounds: Object.fromEntries(this.workarounds.counts),
+    };
+  }
+
+  /** Frees the vCPU, VM, guest RAM and the KVM handle. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.flushOutput();
+    this.vm.close();
+    this.memory.close();
+    this.kvm.close();
+  }
+}
