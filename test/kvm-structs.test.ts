@@ -5,6 +5,7 @@ import { KVM, STRUCT_SIZES } from '../src/kvm/constants';
 import { decodeRegs, emptyRegs, encodeRegs, KVM_REGS_SIZE, REG_NAMES } from '../src/kvm/structs/regs';
 import { decodeSregs, encodeSregs, KVM_DTABLE_SIZE, KVM_SEGMENT_SIZE, KVM_SREGS_SIZE } from '../src/kvm/structs/sregs';
 import { decodeFpu, encodeFpu, KVM_FPU_SIZE, resetFpu } from '../src/kvm/structs/fpu';
+import { KVM_XSAVE_SIZE, setXsaveMxcsr, xsaveMxcsr } from '../src/kvm/structs/xsave';
 import { decodeMsrs, encodeMsrs, KVM_MSR_ENTRY_SIZE, KVM_MSRS_HEADER_SIZE, MAX_MSR_ENTRIES } from '../src/kvm/structs/msrs';
 import { decodeCpuid, encodeCpuid, KVM_CPUID2_HEADER_SIZE, KVM_CPUID_ENTRY2_SIZE } from '../src/kvm/structs/cpuid';
 import { KVM_USERSPACE_MEMORY_REGION_SIZE, encodeMemoryRegion } from '../src/kvm/structs/memory-region';
@@ -22,6 +23,7 @@ describe('struct sizes match <linux/kvm.h>', () => {
     ['kvm_dtable', KVM_DTABLE_SIZE],
     ['kvm_sregs', KVM_SREGS_SIZE],
     ['kvm_fpu', KVM_FPU_SIZE],
+    ['kvm_xsave', KVM_XSAVE_SIZE],
     ['kvm_msrs', KVM_MSRS_HEADER_SIZE],
     ['kvm_msr_entry', KVM_MSR_ENTRY_SIZE],
     ['kvm_cpuid2', KVM_CPUID2_HEADER_SIZE],
@@ -201,5 +203,19 @@ describe('exit decoding from a kvm_run page', () => {
     const v = page();
     v.setUint32(RUN.EXIT_REASON, 9999, true);
     expect(decodeExit(v)).toMatchObject({ reason: 'unknown', exitReason: 9999 });
+  });
+});
+
+describe('kvm_xsave legacy region', () => {
+  it('MXCSR sits at byte 24 and setting it marks SSE state in XSTATE_BV', () => {
+    const area = new Uint8Array(KVM_XSAVE_SIZE);
+    setXsaveMxcsr(area, 0x7f80);
+    expect(xsaveMxcsr(area)).toBe(0x7f80);
+    expect(new DataView(area.buffer).getUint32(24, true)).toBe(0x7f80);
+    expect(new DataView(area.buffer).getBigUint64(512, true) & 2n).toBe(2n);
+  });
+  it('rejects a short buffer', () => {
+    expect(() => xsaveMxcsr(new Uint8Array(100))).toThrow(RangeError);
+    expect(() => setXsaveMxcsr(new Uint8Array(100), 0)).toThrow(RangeError);
   });
 });

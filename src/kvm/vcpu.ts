@@ -4,6 +4,7 @@
 // run() is synchronous: it blocks the calling thread inside KVM_RUN until the
 // guest exits. Call it from a vCPU thread (src/vmm) or from a script that owns
 // no event loop work; DESIGN.md: threading.
+import { KVM_XSAVE_SIZE, setXsaveMxcsr, xsaveMxcsr } from './structs/xsave';
 import { native } from '../native';
 import { GuestDebug as GuestDebugBits, KVM } from './constants';
 import { CpuidEntry, encodeCpuid } from './structs/cpuid';
@@ -192,6 +193,29 @@ export class Vcpu {
     };
     events.flags = 0;
     this.setVcpuEvents(events);
+  }
+
+  /** KVM_GET_XSAVE: the guest's XSAVE area (4 KiB, standard format). */
+  getXsave(): Uint8Array {
+    const area = new Uint8Array(KVM_XSAVE_SIZE);
+    native.ioctl(this.fd, KVM.GET_XSAVE, area);
+    return area;
+  }
+
+  setXsave(area: Uint8Array): void {
+    if (area.byteLength !== KVM_XSAVE_SIZE) throw new RangeError(`kvm_xsave is ${KVM_XSAVE_SIZE} bytes`);
+    native.ioctl(this.fd, KVM.SET_XSAVE, area);
+  }
+
+  /** MXCSR, the SSE control/status register (through XSAVE: KVM_GET_FPU leaves it out). */
+  getMxcsr(): number {
+    return xsaveMxcsr(this.getXsave());
+  }
+
+  setMxcsr(value: number): void {
+    const area = this.getXsave();
+    setXsaveMxcsr(area, value);
+    this.setXsave(area);
   }
 
   /** KVM_GET_LAPIC: the local APIC register page (struct kvm_lapic_state, 1 KiB). */

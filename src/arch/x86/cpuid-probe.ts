@@ -59,26 +59,35 @@ export function probeCpuidEnforcement(kvm: Kvm): CpuidProbeResult {
  * (cpuid.ts), for when CPUID masking is not honored. Linux documents both in
  * Documentation/admin-guide/kernel-parameters.txt: `noxsave` turns off
  * XSAVE (the kernel falls back to fxsave/fxrstor, which KVM's emulator
- * implements), `clearcpuid=` clears feature bits before the kernel patches
- * its code for them. Each name is a feature cpuid.ts masks, with the
- * instruction that fails in the emulator:
+ * implements, and drops AVX and everything built on it), `clearcpuid=`
+ * clears feature bits before the kernel patches its code for them.
+ *
+ * The clearcpuid value must stay under 128 bytes: Linux copies it into a
+ * 128-byte buffer and silently drops the rest (cpu_parse_early_param() in
+ * arch/x86/kernel/cpu/common.c), and it takes only the last clearcpuid=.
+ * So the list holds the features the kernel itself uses at CPL0 (user space
+ * runs natively and may use anything), with the instruction that fails:
  */
 export const EMULATOR_CLEARCPUID = [
-  'cx16', //       lock cmpxchg16b
-  'smap', //       clac/stac (also handled at the emulation-failure exit)
+  'cx16', //       lock cmpxchg16b (SLUB)
+  'smap', //       clac/stac around user accesses (also handled at the failure exit)
   'popcnt', //     popcnt in hweight*()
   'pcid', 'invpcid', // invpcid in TLB flushes
-  'fsgsbase', //   rd/wrfsbase, rd/wrgsbase
-  'rdrand', 'rdseed',
-  'pku', 'ospke', // rdpkru/wrpkru
-  'waitpkg', 'serialize', 'rdpid',
-  'movbe', 'abm', 'bmi1', 'bmi2', 'adx', // lzcnt/tzcnt, andn, mulx...
-  'aes', 'pclmulqdq', 'sha_ni', 'gfni', 'vaes', 'vpclmulqdq', // crypto instructions
+  'fsgsbase', //   rd/wrfsbase, rd/wrgsbase in context switches
+  'rdrand', 'rdseed', // the RNG's seeding
+  'pku', //        rdpkru/wrpkru in context switches
+  'waitpkg', //    tpause/umwait in udelay()
+  'serialize', //  serialize in sync_core()
+  'rdpid', //      rdpid for the CPU number in entry code
   // SIMD code under kernel_fpu_begin(): the emulator runs movdqa/movdqu but
-  // not e.g. movd xmm (66 0f 6e), first met in blake2s_compress_ssse3 while
-  // the kernel seeds its RNG. Without these Linux picks the generic C code.
-  'ssse3', 'sse4_1', 'sse4_2',
+  // not e.g. movd to an xmm register (66 0f 6e), first met in
+  // blake2s_compress_ssse3 while the RNG initialises. Without these bits
+  // Linux picks the generic C code (blake2s, chacha, crc32c, crypto).
+  'ssse3', 'sse4_1', 'sse4_2', 'pclmulqdq', 'bmi2', 'adx', 'aes',
 ] as const;
+
+/** Linux's buffer for the clearcpuid= value is 128 bytes including the NUL. */
+export const CLEARCPUID_MAX_LENGTH = 127;
 
 export function linuxEmulatorCmdline(): string {
   return `noxsave clearcpuid=${EMULATOR_CLEARCPUID.join(',')}`;

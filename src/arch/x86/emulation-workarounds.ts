@@ -20,7 +20,7 @@
 //   ldmxcsr / stmxcsr m32 (0f ae /2, 0f ae /3): load / store MXCSR (SDM Vol. 2A,
 //   "LDMXCSR", "STMXCSR"). Linux runs ldmxcsr in kernel_fpu_begin(). We decode
 //   the memory operand, move the 32 bits between guest memory and the MXCSR in
-//   KVM_GET/SET_FPU, and advance RIP. Reserved MXCSR bits set → #GP(0).
+//   KVM_GET/SET_XSAVE (KVM_GET/SET_FPU ignore MXCSR), and advance RIP. Reserved MXCSR bits set → #GP(0).
 //
 //   clac / stac (0f 01 ca / 0f 01 cb): clear / set RFLAGS.AC (SDM Vol. 2A).
 //   The CPUID policy hides SMAP so Linux does not use them; this covers a
@@ -92,7 +92,6 @@ export const mxcsrWorkaround: Workaround = {
     if (!sregs.cs.l) return false; // the decoder speaks 64-bit mode only
     const regs = vcpu.getRegs();
     const address = effectiveAddress(op, regs, sregs);
-    const fpu = vcpu.getFpu();
     if (op.reg === 2) {
       const data = readLinear(vcpu, memory, address, 4);
       if (data.length !== 4) return false;
@@ -101,10 +100,9 @@ export const mxcsrWorkaround: Workaround = {
         vcpu.injectException(VECTOR_GENERAL_PROTECTION, 0);
         return true;
       }
-      fpu.mxcsr = value;
-      vcpu.setFpu(fpu);
+      vcpu.setMxcsr(value);
     } else {
-      const value = fpu.mxcsr >>> 0;
+      const value = vcpu.getMxcsr() >>> 0;
       const data = Uint8Array.of(value & 0xff, (value >> 8) & 0xff, (value >> 16) & 0xff, value >>> 24);
       if (!writeLinear(vcpu, memory, address, data)) return false;
     }

@@ -2,6 +2,7 @@
 //   fpr u8[8][16] @0, fcw u16 @128, fsw u16 @130, ftwx u8 @132, pad1 u8 @133,
 //   last_opcode u16 @134, last_ip u64 @136, last_dp u64 @144,
 //   xmm u8[16][16] @152, mxcsr u32 @408, pad2 u32 @412.
+// KVM does not copy mxcsr in KVM_GET_FPU/KVM_SET_FPU: use Vcpu.getMxcsr() (xsave.ts).
 
 export const KVM_FPU_SIZE = 416;
 
