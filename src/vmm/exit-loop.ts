@@ -59,6 +59,8 @@ export interface ExitLoopContext {
    */
   onHalt?: 'stop' | 'continue';
   onEmulationFailure?: EmulationFailureHandler;
+  /** KVM_EXIT_DEBUG from a breakpoint the VMM set for itself: true if handled (run again). */
+  onDebug?: (vcpu: Vcpu, exit: VcpuExit & { reason: 'debug' }) => boolean;
   /** A device or handler error: report and stop, or log and go on (default: stop). */
   onDeviceError?: (error: unknown, exit: VcpuExit) => 'stop' | 'continue';
   /** Set by devices (i8042 reset, power-off port) to end the loop cleanly. */
@@ -179,6 +181,7 @@ export function runExitLoop(ctx: ExitLoopContext): VcpuStop {
         case 'fail_entry':
           return stopWithReport(ctx, exit, 'error', 'VM entry failed');
         case 'debug':
+          if (ctx.onDebug?.(vcpu, exit)) continue;
           return stopWithReport(ctx, exit, 'stopped', 'debug exit');
         case 'exception':
           return stopWithReport(ctx, exit, 'error', `guest exception ${exit.exception}`);

@@ -30,6 +30,7 @@ import { extractVmlinux } from '../arch/x86/bzimage-payload';
 import { HEADER_MAGIC } from '../arch/x86/boot-params';
 import { writeMpTable } from '../arch/x86/mptable';
 import { linuxEmulatorCmdline, probeCpuidEnforcement } from '../arch/x86/cpuid-probe';
+import { probeSyscallEntry, SyscallEntryFixup } from '../arch/x86/syscall-entry';
 import { emulationFailureHandler } from '../arch/x86/emulation-workarounds';
 import { ExitStats } from './exit-stats';
 import { runExitLoop, type ExitLoopContext, type VcpuStop } from './exit-loop';
@@ -110,6 +111,8 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
   private closed = false;
   private readonly workarounds: ReturnType<typeof emulationFailureHandler>;
   private pendingStop: ExitLoopContext['pendingStop'];
+  /** Set by loadLinux on a KVM whose SYSCALL does not reach CPL 0 (syscall-entry.ts). */
+  private syscallFixup?: SyscallEntryFixup;
 
   private constructor(config: MachineConfig, kvm: Kvm) {
     super();
@@ -285,10 +288,19 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
       cmdline = `${cmdline} ${linuxEmulatorCmdline()}`.trim();
       if (mode === 'auto') this.emit('log', "this KVM ignores the CPUID policy; added 'noxsave clearcpuid=...' to the kernel command line");
     }
+    if (mode !== 'off' && probeSyscallEntry(this.kvm) === 'stays-in-user-mode') this.enableSyscallEntryFixup();
     const info = loadLinux(this.memory, { ...options, kernel, cmdline });
     writeMpTable(this.memory, { cpus: 1 });
     setupMode('long', this.vcpu, this.memory, { entry: info.entry, regs: { rsi: BigInt(info.bootParams) } });
     return { ...info, cmdline };
+  }
+
+  /**
+   * Finishes SYSCALLs that this KVM leaves at CPL 3 (syscall-entry.ts). Linux
+   * boots turn it on by themselves where the probe finds the problem.
+   */
+  enableSyscallEntryFixup(): void {
+    this.syscallFixup ??= new SyscallEntryFixup(this.vcpu, this.memory, (message) => this.emit('log', message));
   }
 
   /** Host input for the guest's console (COM1). Returns how many bytes the UART accepted. */
@@ -310,6 +322,18 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
    */
   runSync(hooks: { afterExit?: () => void; shouldStop?: () => boolean } = {}): VcpuStop {
     const machine = this;
+    const fixup = this.syscallFixup;
+    let exitsUntilArmCheck = 0;
+    const afterExit = fixup
+      ? () => {
+          // Look for the guest's IDT now and then: often until armed, rarely after.
+          if (--exitsUntilArmCheck <= 0) {
+            fixup.arm();
+            exitsUntilArmCheck = fixup.armed ? 65536 : 2048;
+          }
+          hooks.afterExit?.();
+        }
+      : hooks.afterExit;
     const ctx: ExitLoopContext = {
       vcpu: this.vcpu,
       memory: this.memory,
@@ -321,7 +345,8 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
       // nothing can wake a halted vCPU, so HLT ends the run.
       onHalt: this.platform === 'pc' ? 'continue' : 'stop',
       onEmulationFailure: this.platform === 'pc' ? this.workarounds : undefined,
-      afterExit: hooks.afterExit,
+      afterExit,
+      onDebug: fixup ? (_vcpu, exit) => fixup.handleDebugExit(exit) : undefined,
       shouldStop: hooks.shouldStop,
       get pendingStop() {
         return machine.pendingStop;
@@ -354,7 +379,10 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
         'mmio reads': this.mmio.unclaimedReads,
         'mmio writes': this.mmio.unclaimedWrites,
       },
-      workarounds: Object.fromEntries(this.workarounds.counts),
+      workarounds: {
+        ...Object.fromEntries(this.workarounds.counts),
+        ...(this.syscallFixup ? { 'syscall entry': this.syscallFixup.counts.syscalls, 'page faults stepped over': this.syscallFixup.counts.pageFaults } : {}),
+      },
     };
   }
 
