@@ -27,7 +27,9 @@ import { bootMsrs } from '../arch/x86/msrs';
 import { setupLapicVirtualWire } from '../arch/x86/lapic';
 import { loadLinux, type LinuxBootInfo } from '../arch/x86/linux-loader';
 import { extractVmlinux } from '../arch/x86/bzimage-payload';
-import { HEADER_MAGIC } from '../arch/x86/boot-params';
+import { BP_ACPI_RSDP_ADDR, HEADER_MAGIC } from '../arch/x86/boot-params';
+import { writeAcpiTables, PM1A_EVT_PORT, ACPI_PM_IO_LENGTH, SCI_IRQ } from '../arch/x86/acpi';
+import { AcpiPowerManagement } from '../devices/acpi-pm';
 import { writeMpTable } from '../arch/x86/mptable';
 import { linuxEmulatorCmdline, probeCpuidEnforcement } from '../arch/x86/cpuid-probe';
 import { probeSyscallEntry, SyscallEntryFixup } from '../arch/x86/syscall-entry';
@@ -182,6 +184,12 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     this.pio.register(0x64, 1, i8042.commandPort);
     this.pio.register(0x70, 2, new CmosRtc({ memoryBytes, irq: (level) => this.vm.setIrqLine(8, level) }));
     this.pio.register(0x80, 1, new DebugPort());
+    // ACPI PM1 event + control blocks (the FADT written by loadLinux points here).
+    const pm = new AcpiPowerManagement({
+      onPowerOff: () => this.requestStop('poweroff', 'ACPI S5 (the guest powered off)'),
+      sci: (level) => this.vm.setIrqLine(SCI_IRQ, level),
+    });
+    this.pio.register(PM1A_EVT_PORT, ACPI_PM_IO_LENGTH, pm);
   }
 
   static create(config: MachineConfig = {}): SyncMachine {
@@ -291,6 +299,9 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     if (mode !== 'off' && probeSyscallEntry(this.kvm) === 'stays-in-user-mode') this.enableSyscallEntryFixup();
     const info = loadLinux(this.memory, { ...options, kernel, cmdline });
     writeMpTable(this.memory, { cpus: 1 });
+    // ACPI tables: the FADT's PM1 control block is how Linux powers off (S5).
+    const acpi = writeAcpiTables(this.memory, { cpus: 1 });
+    this.memory.writeU64(info.bootParams + BP_ACPI_RSDP_ADDR, BigInt(acpi.rsdp));
     setupMode('long', this.vcpu, this.memory, { entry: info.entry, regs: { rsi: BigInt(info.bootParams) } });
     return { ...info, cmdline };
   }

@@ -350,7 +350,8 @@ export function writeAcpiTables(memory: GuestMemory, options: AcpiTablesOptions)
   const { size } = at;
   if (base + size > ACPI_TABLES_LIMIT)
     throw new RangeError(
-      `ACPI tables for ${cpus} CPUs need ${size} bytes at ${hex(base)}, which would end at ${hex(base + size)}, past ${hex(ACPI_TABLES_LIMIT)}; use a lower base`,
+      `ACPI tables for ${cpus} CPUs need ${size} bytes at ${hex(base)}, which would end at ${hex(base + size)}, ` +
+        `past ${hex(ACPI_TABLES_LIMIT)}; use a lower base`,
     );
   if (!memory.contains(base, size))
     throw new RangeError(`ACPI tables: [${hex(base)}, ${hex(base + size)}) is not inside guest RAM`);
