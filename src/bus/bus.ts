@@ -17,6 +17,24 @@ export interface BusDevice {
   write(offset: number, size: AccessSize, value: number): void;
 }
 
+/**
+ * For devices whose registers are bytes: an access of 1, 2 or 4 bytes is that
+ * many byte accesses at consecutive offsets, least significant byte first
+ * (x86 is little-endian). Any other size is treated as 1; a non-number value as 0.
+ */
+export function readBytewise(offset: number, size: AccessSize, readByte: (offset: number) => number): number {
+  const n = size === 2 ? 2 : size === 4 ? 4 : 1;
+  let value = 0;
+  for (let i = 0; i < n; i++) value |= (readByte(offset + i) & 0xff) << (8 * i);
+  return value >>> 0;
+}
+
+export function writeBytewise(offset: number, size: AccessSize, value: number, writeByte: (offset: number, byte: number) => void): void {
+  const n = size === 2 ? 2 : size === 4 ? 4 : 1;
+  const v = typeof value === 'number' && Number.isFinite(value) ? value >>> 0 : 0;
+  for (let i = 0; i < n; i++) writeByte(offset + i, (v >>> (8 * i)) & 0xff);
+}
+
 export interface BusRange {
   readonly base: number;
   readonly length: number;

@@ -47,6 +47,7 @@ export function formatStatistics(s: MachineStatistics): string {
   const parts = [formatCountTable('exit reason', s.exits), formatCountTable('device', s.devices), formatCountTable('unclaimed', s.unclaimed)];
   if (Object.keys(s.workarounds).length) parts.push(formatCountTable('emulation workaround', s.workarounds));
   if (s.consoleDropped) parts.push(`console bytes dropped (nobody reading): ${s.consoleDropped}`);
+  if (s.vcpu) parts.push(`vCPU 0 at RIP ${s.vcpu.rip}, CPL ${s.vcpu.cpl}, ${s.vcpu.mode}`);
   return parts.join('\n\n');
 }
 

@@ -42,7 +42,7 @@
 // writes. SLP_TYP and SLP_EN share the high byte of PM1_CNT, so a byte write to
 // offset 5 carries a whole sleep request. Nothing a guest writes can throw.
 
-import type { AccessSize, BusDevice } from '../bus/bus';
+import { type AccessSize, type BusDevice, readBytewise, writeBytewise } from '../bus/bus';
 import { PM1_EVT_LEN, S5_SLEEP_TYPE } from '../arch/x86/acpi';
 import { IrqLevel, type IrqLine } from './irq';
 
@@ -154,16 +154,11 @@ export class AcpiPowerManagement implements BusDevice {
   }
 
   read(offset: number, size: AccessSize): number {
-    const n = accessBytes(size);
-    let value = 0;
-    for (let i = 0; i < n; i++) value |= this.readByte(offset + i) << (8 * i);
-    return value >>> 0;
+    return readBytewise(offset, size, (o) => this.readByte(o));
   }
 
   write(offset: number, size: AccessSize, value: number): void {
-    const n = accessBytes(size);
-    const v = typeof value === 'number' && Number.isFinite(value) ? value >>> 0 : 0;
-    for (let i = 0; i < n; i++) this.writeByte(offset + i, (v >>> (8 * i)) & 0xff);
+    writeBytewise(offset, size, value, (o, b) => this.writeByte(o, b));
   }
 
   private readByte(offset: number): number {
@@ -235,9 +230,4 @@ export class AcpiPowerManagement implements BusDevice {
     // SCI_EN is always set, so the SCI follows the enabled event status bits (§4.8.3.4).
     this.sci.set((this.sts & this.en & SCI_EVENTS) !== 0);
   }
-}
-
-/** Width of an access in bytes; anything unexpected is treated as one byte. */
-function accessBytes(size: number): number {
-  return size === 4 ? 4 : size === 2 ? 2 : 1;
 }

@@ -35,7 +35,7 @@
 // - Nothing a guest writes can throw. Exceptions thrown by the host's own callbacks
 //   (onTransmit, irq, onRxSpace) propagate to the caller.
 
-import type { AccessSize, BusDevice } from '../bus/bus';
+import { type AccessSize, type BusDevice, readBytewise, writeBytewise } from '../bus/bus';
 import { IrqLevel, type IrqLine } from './irq';
 
 // Register offsets.
@@ -285,16 +285,11 @@ export class Serial8250 implements BusDevice {
   // ---------------------------------------------------------------- bus side
 
   read(offset: number, size: AccessSize): number {
-    const n = size === 2 ? 2 : size === 4 ? 4 : 1;
-    let value = 0;
-    for (let i = 0; i < n; i++) value |= this.readByte(offset + i) << (8 * i);
-    return value >>> 0;
+    return readBytewise(offset, size, (o) => this.readByte(o));
   }
 
   write(offset: number, size: AccessSize, value: number): void {
-    const n = size === 2 ? 2 : size === 4 ? 4 : 1;
-    const v = typeof value === 'number' ? value >>> 0 : 0;
-    for (let i = 0; i < n; i++) this.writeByte(offset + i, (v >>> (8 * i)) & 0xff);
+    writeBytewise(offset, size, value, (o, b) => this.writeByte(o, b));
   }
 
   private readByte(offset: number): number {

@@ -7,6 +7,7 @@
 import * as fs from 'fs';
 import { parentPort, receiveMessageOnPort, workerData } from 'worker_threads';
 import { SyncMachine } from './sync-machine';
+import { describeMode } from '../arch/x86/modes';
 import { ByteRing } from './byte-ring';
 import { CONTROL_MAIL, type BootSpec, type MachineStatistics, type WorkerCommand, type WorkerData, type WorkerEvent } from './worker-protocol';
 
@@ -60,7 +61,15 @@ function main(): void {
     return;
   }
   let consoleDropped = 0;
-  const statistics = (): MachineStatistics => ({ ...machine.statistics(), consoleDropped: output.dropped });
+  const where = (): MachineStatistics['vcpu'] => {
+    try {
+      const sregs = machine.vcpu.getSregs();
+      return { rip: '0x' + machine.vcpu.getRegs().rip.toString(16), cpl: sregs.cs.selector & 3, mode: describeMode(sregs) };
+    } catch {
+      return undefined;
+    }
+  };
+  const statistics = (): MachineStatistics => ({ ...machine.statistics(), consoleDropped: output.dropped, vcpu: where() });
   try {
     machine.on('log', (message) => post({ type: 'log', message }));
     machine.setConsoleSink((byte) => output.writeByte(byte));

@@ -68,6 +68,8 @@ export interface MachineStatistics {
   workarounds: Record<string, number>;
   /** Console bytes lost because nobody read the output. */
   consoleDropped: number;
+  /** Where vCPU 0 was when the statistics were taken (RIP, privilege level, mode). */
+  vcpu?: { rip: string; cpl: number; mode: string };
 }
 
 export type WorkerEvent =
