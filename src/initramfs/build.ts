@@ -35,16 +35,24 @@ import { CpioWriter } from './cpio';
 /** The exact line /init prints when userspace is up. */
 export const INIT_READY_MARKER = 'tskvm-init: ready';
 
-/** Applets that get a symlink inside the archive itself. */
+/**
+ * Applets that get a symlink inside the archive itself. Not `modprobe`: the
+ * kernel runs /sbin/modprobe for every module it would like to autoload
+ * (crypto algorithms, binfmts, ...). This initramfs has no modules.dep, so
+ * each run fails anyway, and on a KVM that emulates guest kernel code each
+ * fork+exec costs seconds; without /sbin/modprobe the kernel gives up at
+ * once. Modules listed with --modules are loaded by /init with insmod;
+ * `busybox modprobe` is still there for users.
+ */
 export const DEFAULT_APPLETS: readonly string[] = [
   'sh', 'ash', 'cat', 'cp', 'dmesg', 'echo', 'free', 'grep', 'head', 'hexdump', 'insmod', 'ip',
-  'kill', 'ln', 'ls', 'lsmod', 'mkdir', 'mknod', 'modprobe', 'mount', 'mv', 'ps', 'rm', 'rmmod',
+  'kill', 'ln', 'ls', 'lsmod', 'mkdir', 'mknod', 'mount', 'mv', 'ps', 'rm', 'rmmod',
   'sed', 'setsid', 'cttyhack', 'sleep', 'stty', 'sync', 'tail', 'time', 'top', 'umount', 'uname',
   'vi', 'wc', 'dd', 'df', 'du', 'find', 'poweroff', 'reboot', 'halt', 'ifconfig', 'udhcpc',
   'ping', 'wget', 'date', 'env', 'true', 'false', 'test', 'seq', 'md5sum', 'sha256sum', 'mdev',
 ];
 const SBIN_APPLETS = new Set([
-  'insmod', 'rmmod', 'lsmod', 'modprobe', 'mdev', 'poweroff', 'reboot', 'halt', 'ifconfig', 'ip',
+  'insmod', 'rmmod', 'lsmod', 'mdev', 'poweroff', 'reboot', 'halt', 'ifconfig', 'ip',
   'udhcpc',
 ]);
 
