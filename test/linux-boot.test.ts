@@ -57,7 +57,9 @@ test('tskvm run boots the Debian kernel to a busybox shell; uname, cpuinfo, powe
     expect(cpuinfo).toMatch(/flags\s*:.*\bhypervisor\b/);
 
     child.stdin.write('poweroff -f\n');
-    const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('timeout'), 120_000))]);
+    let timer: NodeJS.Timeout | undefined;
+    const code = await Promise.race([exited, new Promise<string>((r) => (timer = setTimeout(() => r('timeout'), 120_000)))]);
+    clearTimeout(timer);
     expect(code).toBe(0);
     // --stats printed the exit table, and the UART did the console work.
     expect(stderr).toMatch(/exit reason/);
