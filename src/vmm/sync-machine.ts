@@ -27,6 +27,7 @@ import { bootMsrs } from '../arch/x86/msrs';
 import { setupLapicVirtualWire } from '../arch/x86/lapic';
 import { loadLinux, type LinuxBootInfo } from '../arch/x86/linux-loader';
 import { extractVmlinux } from '../arch/x86/bzimage-payload';
+import { unpackInitrdOnHost } from '../arch/x86/initrd';
 import { BP_ACPI_RSDP_ADDR, HEADER_MAGIC } from '../arch/x86/boot-params';
 import { writeAcpiTables, PM1A_EVT_PORT, ACPI_PM_IO_LENGTH, SCI_IRQ } from '../arch/x86/acpi';
 import { AcpiPowerManagement } from '../devices/acpi-pm';
@@ -77,7 +78,7 @@ export interface LoadLinuxOptions {
   /** File names, only used in messages. */
   kernelPath?: string;
   initrdPath?: string;
-  /** Unpack a bzImage on the host and boot the vmlinux inside (default true). */
+  /** Unpack a bzImage on the host and boot the vmlinux inside, and gunzip a gzip initrd (default true). */
   decompressOnHost?: boolean;
   /**
    * Kernel switches that keep Linux off instructions KVM's emulator lacks:
@@ -290,6 +291,15 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
         this.emit('log', `booting the bzImage as is: ${extracted.reason}`);
       }
     }
+    let initrd = options.initrd;
+    if (initrd && (options.decompressOnHost ?? true)) {
+      const started = Date.now();
+      const host = unpackInitrdOnHost(initrd);
+      if (host.unpacked) {
+        this.emit('log', `decompressed the initrd on the host in ${Date.now() - started} ms (${initrd.length} → ${host.data.length} bytes)`);
+        initrd = host.data;
+      }
+    }
     let cmdline = options.cmdline;
     const mode = options.emulatorWorkarounds ?? 'auto';
     if (mode === 'on' || (mode === 'auto' && !probeCpuidEnforcement(this.kvm).honored)) {
@@ -297,7 +307,7 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
       if (mode === 'auto') this.emit('log', "this KVM ignores the CPUID policy; added 'noxsave clearcpuid=...' to the kernel command line");
     }
     if (mode !== 'off' && probeSyscallEntry(this.kvm) === 'stays-in-user-mode') this.enableSyscallEntryFixup();
-    const info = loadLinux(this.memory, { ...options, kernel, cmdline });
+    const info = loadLinux(this.memory, { ...options, kernel, initrd, cmdline });
     writeMpTable(this.memory, { cpus: 1 });
     // ACPI tables: the FADT's PM1 control block is how Linux powers off (S5).
     const acpi = writeAcpiTables(this.memory, { cpus: 1 });
