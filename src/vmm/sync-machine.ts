@@ -81,8 +81,10 @@ export interface LoadLinuxOptions {
   /** Unpack a bzImage on the host and boot the vmlinux inside, and gunzip a gzip initrd (default true). */
   decompressOnHost?: boolean;
   /**
-   * Kernel switches that keep Linux off instructions KVM's emulator lacks:
-   * 'auto' adds them when the CPUID policy is not honored (default).
+   * Kernel command-line switches that keep Linux off instructions KVM's
+   * emulator lacks: 'auto' adds them when the CPUID policy is not honored
+   * (default). (The SYSCALL fix-up does not depend on this: it is on
+   * whenever its probe finds the problem.)
    */
   emulatorWorkarounds?: 'auto' | 'on' | 'off';
 }
@@ -306,7 +308,7 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
       cmdline = `${cmdline} ${linuxEmulatorCmdline()}`.trim();
       if (mode === 'auto') this.emit('log', "this KVM ignores the CPUID policy; added 'noxsave clearcpuid=...' to the kernel command line");
     }
-    if (mode !== 'off' && probeSyscallEntry(this.kvm) === 'stays-in-user-mode') this.enableSyscallEntryFixup();
+    if (probeSyscallEntry(this.kvm) === 'stays-in-user-mode') this.enableSyscallEntryFixup();
     const info = loadLinux(this.memory, { ...options, kernel, initrd, cmdline });
     writeMpTable(this.memory, { cpus: 1 });
     // ACPI tables: the FADT's PM1 control block is how Linux powers off (S5).
