@@ -88,7 +88,6 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
   private output?: ByteRing;
   private input?: ByteRing;
   private vcpuFds: number[] = [];
-  private stopResult?: VcpuStop;
   private lastStatistics?: MachineStatistics;
   private exited: Promise<VcpuStop>;
   private resolveExit!: (stop: VcpuStop) => void;
@@ -98,6 +97,7 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
   private nextRequestId = 1;
   private stateWaiters: { state: MachineState; resolve: () => void }[] = [];
   private outputDone?: Promise<void>;
+  private finishing?: Promise<void>;
 
   constructor(options: MachineOptions) {
     super();
@@ -182,19 +182,19 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
             break;
           case 'error': {
             const error = new MachineStartError(event.message, event.code ?? 'EVM');
-            if (!started) reject(error);
-            void this.finish({ kind: 'error', reason: event.message });
+            // Settle start() once the machine is fully stopped.
+            void this.finish({ kind: 'error', reason: event.message }).then(() => !started && reject(error));
             break;
           }
         }
       });
       worker.on('error', (error) => {
-        if (!started) reject(new MachineStartError(`the vCPU worker failed: ${error.message}`, 'EWORKER'));
-        void this.finish({ kind: 'error', reason: `vCPU worker failed: ${error.message}` });
+        const failure = new MachineStartError(`the vCPU worker failed: ${error.message}`, 'EWORKER');
+        void this.finish({ kind: 'error', reason: `vCPU worker failed: ${error.message}` }).then(() => !started && reject(failure));
       });
       worker.on('exit', () => {
-        if (!started) reject(new MachineStartError('the vCPU worker exited before the VM started', 'EWORKER'));
-        void this.finish({ kind: 'error', reason: 'vCPU worker exited' });
+        const failure = new MachineStartError('the vCPU worker exited before the VM started', 'EWORKER');
+        void this.finish({ kind: 'error', reason: 'vCPU worker exited' }).then(() => !started && reject(failure));
       });
     });
   }
@@ -308,9 +308,13 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
     if (this.stateValue === 'stopped') this.pendingInput = [];
   }
 
-  private async finish(stop: VcpuStop): Promise<void> {
-    if (this.stopResult) return;
-    this.stopResult = stop;
+  /** Ends the machine once; later calls get the same promise. */
+  private finish(stop: VcpuStop): Promise<void> {
+    this.finishing ??= this.finishOnce(stop);
+    return this.finishing;
+  }
+
+  private async finishOnce(stop: VcpuStop): Promise<void> {
     this.input?.close();
     // Let the output that came before the stop reach listeners first.
     this.output?.close();
