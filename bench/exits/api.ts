@@ -1,3 +1,3 @@
 // Benchmarks use the public API only (DESIGN.md: layers).
-export { Kvm, SyncMachine, setupRealMode, GuestMemory } from '../../src';
+export { Kvm, Machine, SyncMachine, setupRealMode, GuestMemory } from '../../src';
 export { ExitReason } from '../../src/kvm/constants';
