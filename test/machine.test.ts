@@ -100,3 +100,19 @@ test('a machine described in JSON resolves its paths relative to the file', asyn
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('creating and destroying VMs leaves no file descriptors behind', async () => {
+  const fds = () => fs.readdirSync('/proc/self/fd').length;
+  const cycle = async () => {
+    const m = new Machine({ memory: '1M', boot: { kind: 'binary', file: Uint8Array.of(0xf4), mode: 'real' } });
+    await m.start();
+    expect((await m.wait()).kind).toBe('halt');
+  };
+  const settle = () => new Promise((r) => setTimeout(r, 200)); // worker threads finish exiting
+  await cycle(); // warm-up: worker thread machinery
+  await settle();
+  const before = fds();
+  for (let i = 0; i < 30; i++) await cycle();
+  await settle();
+  expect(fds()).toBeLessThanOrEqual(before);
+});

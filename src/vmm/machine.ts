@@ -323,6 +323,13 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
     this.setState('stopped');
     this.emit('exit', stop);
     this.resolveExit(stop);
-    void this.worker?.terminate();
+    // The worker frees the VM before it reports and then ends by itself;
+    // terminate it only if it does not (it cannot be stuck in KVM_RUN here).
+    const worker = this.worker;
+    if (worker) {
+      const timer = setTimeout(() => void worker.terminate(), 2000);
+      timer.unref();
+      worker.once('exit', () => clearTimeout(timer));
+    }
   }
 }

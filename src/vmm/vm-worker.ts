@@ -60,7 +60,6 @@ function main(): void {
     output.close();
     return;
   }
-  let consoleDropped = 0;
   const where = (): MachineStatistics['vcpu'] => {
     try {
       const sregs = machine.vcpu.getSregs();
@@ -125,13 +124,17 @@ function main(): void {
     post({ type: 'started', vcpuFds: [machine.vcpu.fd], info });
     const stop = machine.runSync({ afterExit, shouldStop: () => stopRequested });
     machine.vcpu.unbindThread();
-    consoleDropped = output.dropped;
-    post({ type: 'stopped', stop, statistics: { ...statistics(), consoleDropped } });
+    const final = statistics();
+    // Free the VM before saying so: the main thread may end this thread as soon as it hears.
+    machine.close();
+    output.close();
+    post({ type: 'stopped', stop, statistics: final });
   } catch (err) {
+    machine.close();
+    output.close();
     post({ type: 'error', message: (err as Error).message, code: (err as { code?: string }).code });
   } finally {
-    output.close();
-    machine.close();
+    data.commands.close();
   }
 }
 
