@@ -18,7 +18,8 @@
 //   RSDT  (§5.2.7)    → FADT, MADT (32-bit entries, for ACPI 1.0 parsers)
 //   FACS  (§5.2.10)   64 bytes, no checksum
 //   FADT  (§5.2.9)    revision 6, 276 bytes: → FACS, DSDT; PM1a event/control ports; SCI 9
-//   DSDT  (§5.2.11.1) AML: Name (_S5, Package () { S5_SLEEP_TYPE, S5_SLEEP_TYPE, 0, 0 })
+//   DSDT  (§5.2.11.1) AML: Name (_S5, Package () { S5_SLEEP_TYPE, S5_SLEEP_TYPE, 0, 0 }),
+//                     and with the `pci` option Scope (\_SB) { Device (PCI0) { … } } (see pciHostBridgeAml)
 //   MADT  (§5.2.12)   local APIC per CPU, the I/O APIC, the SCI's interrupt source override
 //
 // Where a guest finds the RSDP (§5.2.5.1): on a 16-byte boundary in the BIOS
@@ -27,6 +28,7 @@
 // The e820 map (e820.ts) reports 0x9fc00–0x100000 reserved, so the tables are
 // not handed out as RAM.
 import type { GuestMemory } from '../../memory/guest-memory';
+import { device, dwordMemory, eisaId, io, name, pkg, qwordMemory, resourceTemplate, scope, wordBusNumber, wordIo } from './aml';
 import { DEFAULT_IOAPIC_ADDRESS, DEFAULT_LAPIC_ADDRESS, MPTABLE_MAX_CPUS, isaInterruptPin } from './mptable';
 
 // --- Platform constants the tables describe (and the PM device implements) --
@@ -180,13 +182,8 @@ const FACS_LENGTH_OFF = 4; // Length, 4 bytes: 64
 const FACS_VERSION_OFF = 32; // Version, 1 byte
 // 36 OSPM Flags, 40..63 reserved: 0
 
-// --- DSDT (§5.2.11.1) and AML encodings (§20.2) -----------------------------
+// --- DSDT (§5.2.11.1); its AML is built with aml.ts (chapter 20) ------------
 export const DSDT_SIGNATURE = 'DSDT';
-const AML_ZERO_OP = 0x00; // §20.2.3 ZeroOp
-const AML_ONE_OP = 0x01; // §20.2.3 OneOp
-const AML_NAME_OP = 0x08; // §20.2.5.1 DefName := NameOp NameString DataRefObject
-const AML_BYTE_PREFIX = 0x0a; // §20.2.3 ByteConst := BytePrefix ByteData
-const AML_PACKAGE_OP = 0x12; // §20.2.5.4 DefPackage := PackageOp PkgLength NumElements PackageElementList
 
 // --- MADT (§5.2.12, Table 5.43) ---------------------------------------------
 export const MADT_SIGNATURE = 'APIC';
@@ -236,6 +233,37 @@ export interface AcpiTablesOptions {
    * IRQ 0 → GSI 2 for a VMM that installs that routing.
    */
   timerPin?: 0 | 2;
+  /**
+   * Describe the PCI host bridge (src/pci/host-bridge.ts) to the guest: the
+   * DSDT then holds Device (\_SB.PCI0) with its resource windows and the INTx
+   * routing (see pciHostBridgeAml). Without it Linux with ACPI enabled never
+   * scans the PCI bus.
+   */
+  pci?: AcpiPciOptions;
+}
+
+/**
+ * The PCI root bridge as the DSDT describes it: the windows handed to
+ * PciHostBridge.assignResources and the slots in use on bus 0.
+ */
+export interface AcpiPciOptions {
+  /** The 32-bit memory window [mmioBase, mmioBase + mmioSize): the root bridge's DWordMemory window (below 4 GiB). */
+  mmioBase: number | bigint;
+  mmioSize: number | bigint;
+  /**
+   * The I/O window assignResources uses. It must lie inside the I/O windows the
+   * DSDT describes, which cover all ports but 0xCF8–0xCFF (see pciHostBridgeAml);
+   * it is only checked, not described separately.
+   */
+  ioBase: number;
+  ioSize: number;
+  /** Optional 64-bit memory window (at or above 4 GiB): a QWordMemory window. */
+  mmio64Base?: number | bigint;
+  mmio64Size?: number | bigint;
+  /** Devices on bus 0, slot 0 (the host bridge function) included: 1..32. _PRT covers slots 1..slots-1. */
+  slots: number;
+  /** First of the four GSIs the INTx lines are routed to: 16 (default) to 20, so that all four are I/O APIC pins 16–23. */
+  irqBase?: number;
 }
 
 export interface AcpiTablesLocation {
@@ -260,16 +288,183 @@ const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
 
 /** The DSDT's AML: Name (_S5, Package () { S5, S5, 0, 0 }) (§7.4.2: SLP_TYPa, SLP_TYPb, reserved, reserved). */
 export function s5Aml(sleepType = S5_SLEEP_TYPE): Uint8Array {
-  const integer = (v: number): number[] => (v === 0 ? [AML_ZERO_OP] : v === 1 ? [AML_ONE_OP] : [AML_BYTE_PREFIX, v]);
-  const elements = [...integer(sleepType), ...integer(sleepType), AML_ZERO_OP, AML_ZERO_OP];
-  const numElements = 4;
-  // PkgLength (§20.2.4) counts itself, NumElements and the element list. With
-  // fewer than 64 bytes it is one byte: bits 7:6 = 0 (no follow bytes), bits 5:0 = length.
-  const pkgLength = 1 + 1 + elements.length;
-  if (pkgLength > 0x3f) throw new Error('internal: _S5 package too long for a one-byte PkgLength');
-  // NameString: a NameSeg is 4 characters, a short name padded with '_' (§20.2.2).
-  const nameSeg = [...'_S5_'].map((c) => c.charCodeAt(0));
-  return Uint8Array.from([AML_NAME_OP, ...nameSeg, AML_PACKAGE_OP, pkgLength, numElements, ...elements]);
+  // §20.2.5.1 DefName, §20.2.5.4 DefPackage; "_S5" is the NameSeg "_S5_" (§20.2.2).
+  return name('_S5_', pkg([sleepType, sleepType, 0, 0]));
+}
+
+// --- PCI root bridge (§6.1, §6.2, §6.5; PCI Firmware Specification 3.x) -----
+//
+// The host bridge (host-bridge.ts) is a conventional PCI root bridge reached
+// through configuration mechanism #1, so its _HID is PNP0A03 ("PCI Bus").
+// PNP0A08 (PCI Express root bridge, with _CID PNP0A03) would tell the OS to
+// look for ECAM through an MCFG table, which tskvm does not provide.
+//
+//   Scope (\_SB) {
+//     Device (PCI0) {
+//       Name (_HID, EisaId ("PNP0A03"))  // §6.1.5
+//       Name (_UID, 0)                   // §6.1.12
+//       Name (_SEG, 0)                   // §6.5.6: PCI segment group 0
+//       Name (_BBN, 0)                   // §6.5.5: base bus number 0
+//       Name (_CRS, ResourceTemplate () { … })  // §6.2.2
+//       Name (_PRT, Package () { … })    // §6.2.13
+//     }
+//   }
+//
+// No _ADR: §6.1 ("Device Identification Objects") has a device object carry
+// either _HID or _ADR, not both; a root bridge is found by its _HID, and _ADR
+// only addresses devices on a parent bus (§6.1.1). (iasl warns about both.)
+//
+// _CRS (the windows a root bridge decodes; producers, fixed ranges):
+//   WordBusNumber 0–0          only bus 0 exists (no PCI-to-PCI bridges), and
+//                              configuration cycles to other buses master-abort
+//   IO 0xCF8, length 8         the bridge's own CONFIG_ADDRESS/CONFIG_DATA
+//                              ports, consumed (not a window)
+//   WordIO 0x0000–0x0CF7       the rest of the 16-bit port space, so legacy
+//   WordIO 0x0D00–0xFFFF       devices (COM1, the PM block at 0x600, …) sit in
+//                              a root window as on a PC, and the I/O BARs
+//                              assignResources gave out stay where they are
+//   DWordMemory [mmioBase, mmioBase + mmioSize)   non-cacheable, read/write
+//   QWordMemory [mmio64Base, …)                   only with mmio64Base/mmio64Size
+// Linux's pcibios_resource_survey() keeps the BARs assignResources programmed
+// when they lie in these windows, and assigns the others from them.
+//
+// _PRT (INTx routing, §6.2.13): for every slot 1..slots-1 (slot 0 is the host
+// bridge function, which has no interrupt) and pin INTA..INTD (Pin 0..3) one
+// entry Package () { (slot << 16) | 0xFFFF, pin, 0, gsi }: Address is the
+// device in the high word with function 0xFFFF meaning "any function"; Source 0
+// (not a link device) means Source Index is the GSI the pin is hard-wired to.
+// The four INTx lines of the bus go to GSIs irqBase..irqBase+3 with the usual
+// rotation gsi = irqBase + ((slot + pin) mod 4) (pciIntxGsi): single-function
+// devices use only INTA, so without the rotation all of them would share one
+// GSI, while with it consecutive slots get different ones — the same swizzle
+// the PCI-to-PCI Bridge Architecture Specification prescribes for a bridge's
+// secondary bus, and the way boards commonly wire their slots. The default
+// irqBase 16 puts them on I/O APIC pins 16–19: KVM's in-kernel I/O APIC has 24
+// pins (KVM_IOAPIC_NUM_PINS) and pins 0–15 carry the ISA IRQs (see the MADT),
+// so 16–23 are free. The MADT needs no entry for them: its I/O APIC structure
+// (GSI base 0) already covers GSIs 0–23, and Interrupt Source Overrides only
+// describe ISA IRQs (bus 0 = ISA, §5.2.12.5).
+//
+// Trigger and polarity — for whoever wires the INTx of a PCI device (virtio):
+// a _PRT entry with Source 0 carries no flags, and OSPM treats the GSI as a
+// PCI interrupt: level triggered, active low, shareable (PCI INTx# are
+// open-drain, active-low, level signals; Linux's acpi_pci_irq_enable programs
+// the I/O APIC entry ACPI_LEVEL_SENSITIVE / ACPI_ACTIVE_LOW in this case). The
+// VMM nevertheless drives the line as *active high*: KVM_IRQ_LINE (or an
+// irqfd with a resample fd) with level 1 means "asserted", level 0 "deasserted".
+// KVM's I/O APIC does not look at the polarity bit of the redirection entry
+// (ioapic_set_irq treats a non-zero line level as asserted), so the guest's
+// "active low" programming and the VMM's "1 = asserted" agree in effect. Do NOT
+// invert the level to follow the ACPI polarity: a line held at 1 while idle
+// would be a permanently pending level interrupt (an interrupt storm). Being
+// level triggered, the line must stay at 1 until the guest has acknowledged
+// the cause (virtio: read the ISR status register), then go to 0; KVM
+// re-delivers after EOI while it stays at 1.
+
+/** Default first GSI of the PCI INTx lines (I/O APIC pin 16, the first above the ISA IRQs). */
+export const PCI_INTX_DEFAULT_GSI_BASE = 16;
+/** INTA..INTD. */
+export const PCI_INTX_PINS = 4;
+/** Pins of KVM's in-kernel I/O APIC (KVM_IOAPIC_NUM_PINS): GSIs 0–23 with the MADT's GSI base 0. */
+export const KVM_IOAPIC_PINS = 24;
+/** ISA IRQs 0–15 occupy I/O APIC pins 0–15. */
+const ISA_IRQS = 16;
+/** PCI configuration mechanism #1 ports (host-bridge.ts: PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_PORT_COUNT). */
+const PCI_CONFIG_PORT = 0xcf8;
+const PCI_CONFIG_PORT_COUNT = 8;
+/** PCI slots on a bus (host-bridge.ts: PCI_SLOT_COUNT). */
+const PCI_SLOTS = 32;
+/** _PRT Address "all functions" (§6.2.13: function number 0xFFFF). */
+const PRT_ALL_FUNCTIONS = 0xffff;
+
+/**
+ * The GSI the DSDT's _PRT routes INTx pin `pin` (0 = INTA … 3 = INTD) of the
+ * device in `slot` on bus 0 to: irqBase + ((slot + pin) mod 4). A VMM raises
+ * this GSI (level 1 = asserted, see above) for the device's interrupt.
+ */
+export function pciIntxGsi(slot: number, pin: number, irqBase = PCI_INTX_DEFAULT_GSI_BASE): number {
+  return irqBase + ((slot + pin) % PCI_INTX_PINS);
+}
+
+function toBig(what: string, value: number | bigint): bigint {
+  if (typeof value === 'number' && !Number.isSafeInteger(value))
+    throw new RangeError(`ACPI tables: pci.${what} must be an integer, got ${value}`);
+  return BigInt(value);
+}
+
+/** Checks the pci option; returns irqBase. */
+function checkPci(pci: AcpiPciOptions): number {
+  const mmioBase = toBig('mmioBase', pci.mmioBase);
+  const mmioSize = toBig('mmioSize', pci.mmioSize);
+  if (mmioBase < 0n || mmioSize < 1n || mmioBase + mmioSize > 1n << 32n)
+    throw new RangeError(
+      `ACPI tables: pci.mmioBase/mmioSize must describe a non-empty window below 4 GiB, got base 0x${mmioBase.toString(16)} size 0x${mmioSize.toString(16)}`,
+    );
+  if ((pci.mmio64Base === undefined) !== (pci.mmio64Size === undefined))
+    throw new RangeError('ACPI tables: pci.mmio64Base and pci.mmio64Size go together');
+  if (pci.mmio64Base !== undefined && pci.mmio64Size !== undefined) {
+    const base = toBig('mmio64Base', pci.mmio64Base);
+    const size = toBig('mmio64Size', pci.mmio64Size);
+    if (base < 1n << 32n || size < 1n || base + size > 1n << 64n)
+      throw new RangeError(
+        `ACPI tables: pci.mmio64Base/mmio64Size must describe a non-empty window at or above 4 GiB, got base 0x${base.toString(16)} size 0x${size.toString(16)}`,
+      );
+  }
+  const { ioBase, ioSize } = pci;
+  if (!Number.isInteger(ioBase) || !Number.isInteger(ioSize) || ioBase < 0 || ioSize < 0 || ioBase + ioSize > 0x10000)
+    throw new RangeError(`ACPI tables: pci.ioBase/ioSize must lie in the 16-bit port space, got base ${ioBase} size ${ioSize}`);
+  if (ioSize > 0 && ioBase < PCI_CONFIG_PORT + PCI_CONFIG_PORT_COUNT && PCI_CONFIG_PORT < ioBase + ioSize)
+    throw new RangeError(`ACPI tables: pci I/O window [${hex(ioBase)}, ${hex(ioBase + ioSize)}) overlaps the configuration ports 0xcf8-0xcff`);
+  if (!Number.isInteger(pci.slots) || pci.slots < 1 || pci.slots > PCI_SLOTS)
+    throw new RangeError(`ACPI tables: pci.slots must be an integer from 1 to ${PCI_SLOTS}, got ${pci.slots}`);
+  const irqBase = pci.irqBase ?? PCI_INTX_DEFAULT_GSI_BASE;
+  if (!Number.isInteger(irqBase) || irqBase < ISA_IRQS || irqBase + PCI_INTX_PINS > KVM_IOAPIC_PINS)
+    throw new RangeError(
+      `ACPI tables: pci.irqBase must be an integer from ${ISA_IRQS} to ${KVM_IOAPIC_PINS - PCI_INTX_PINS} (GSIs above the ISA IRQs, on the I/O APIC's ${KVM_IOAPIC_PINS} pins), got ${irqBase}`,
+    );
+  return irqBase;
+}
+
+/** Scope (\_SB) { Device (PCI0) { … } } for `pci` (see the comment above). Throws RangeError for bad options. */
+export function pciHostBridgeAml(pci: AcpiPciOptions): Uint8Array {
+  const irqBase = checkPci(pci);
+  const mmioBase = BigInt(pci.mmioBase);
+  const windows = [
+    wordBusNumber({ min: 0, max: 0 }),
+    io({ min: PCI_CONFIG_PORT, max: PCI_CONFIG_PORT, alignment: 1, length: PCI_CONFIG_PORT_COUNT }),
+    wordIo({ min: 0x0000, max: PCI_CONFIG_PORT - 1 }),
+    wordIo({ min: PCI_CONFIG_PORT + PCI_CONFIG_PORT_COUNT, max: 0xffff }),
+    dwordMemory({ min: mmioBase, max: mmioBase + BigInt(pci.mmioSize) - 1n, cacheability: 'nonCacheable', readWrite: true }),
+  ];
+  if (pci.mmio64Base !== undefined && pci.mmio64Size !== undefined) {
+    const base = BigInt(pci.mmio64Base);
+    windows.push(qwordMemory({ min: base, max: base + BigInt(pci.mmio64Size) - 1n, cacheability: 'nonCacheable', readWrite: true }));
+  }
+  const routes: Uint8Array[] = [];
+  for (let slot = 1; slot < pci.slots; slot++)
+    for (let pin = 0; pin < PCI_INTX_PINS; pin++)
+      routes.push(pkg([(slot << 16) | PRT_ALL_FUNCTIONS, pin, 0, pciIntxGsi(slot, pin, irqBase)]));
+  return scope('\\_SB_', [
+    device('PCI0', [
+      name('_HID', eisaId('PNP0A03')),
+      name('_UID', 0),
+      name('_SEG', 0),
+      name('_BBN', 0),
+      name('_CRS', resourceTemplate(windows)),
+      name('_PRT', pkg(routes)),
+    ]),
+  ]);
+}
+
+/** The DSDT's AML (its TermList, §5.2.11.1): \_S5, then the PCI root bridge when `pci` is given. */
+export function dsdtAml(pci?: AcpiPciOptions): Uint8Array {
+  const s5 = s5Aml();
+  if (!pci) return s5;
+  const bridge = pciHostBridgeAml(pci);
+  const out = new Uint8Array(s5.length + bridge.length);
+  out.set(s5);
+  out.set(bridge, s5.length);
+  return out;
 }
 
 function madtSize(cpus: number, timerPin: 0 | 2): number {
@@ -283,7 +478,7 @@ function madtSize(cpus: number, timerPin: 0 | 2): number {
   );
 }
 
-function layout(base: number, cpus: number, timerPin: 0 | 2): Layout {
+function layout(base: number, cpus: number, timerPin: 0 | 2, dsdtAmlLength: number): Layout {
   // Offsets are chosen on absolute addresses so that the FACS alignment holds for any base.
   let p = base + RSDP_SIZE;
   const place = (size: number, align = 16): number => {
@@ -295,14 +490,14 @@ function layout(base: number, cpus: number, timerPin: 0 | 2): Layout {
   const rsdt = place(ACPI_HEADER_SIZE + 2 * 4);
   const facs = place(FACS_SIZE, FACS_ALIGNMENT);
   const fadt = place(FADT_SIZE);
-  const dsdt = place(ACPI_HEADER_SIZE + s5Aml().length);
+  const dsdt = place(ACPI_HEADER_SIZE + dsdtAmlLength);
   const madt = place(madtSize(cpus, timerPin));
   return { xsdt, rsdt, facs, fadt, dsdt, madt, size: p - base };
 }
 
-/** Bytes `writeAcpiTables` writes for `cpus` CPUs at `base`. */
-export function acpiTablesSize(cpus: number, base = DEFAULT_ACPI_BASE, timerPin: 0 | 2 = 0): number {
-  return layout(base, cpus, timerPin).size;
+/** Bytes `writeAcpiTables` writes for `cpus` CPUs at `base` (with the same `timerPin` and `pci` options). */
+export function acpiTablesSize(cpus: number, base = DEFAULT_ACPI_BASE, timerPin: 0 | 2 = 0, pci?: AcpiPciOptions): number {
+  return layout(base, cpus, timerPin, dsdtAml(pci).length).size;
 }
 
 function hex(n: number): string {
@@ -325,7 +520,7 @@ function fillChecksum(bytes: Uint8Array, start: number, end: number, checksumOff
 /**
  * Writes the RSDP, XSDT, RSDT, FADT, FACS, DSDT and MADT into guest memory.
  * Throws RangeError for a CPU count outside 1..254, colliding APIC ids, bad
- * addresses, or tables that do not fit in guest RAM below 1 MiB.
+ * addresses, bad `pci` windows, or tables that do not fit in guest RAM below 1 MiB.
  */
 export function writeAcpiTables(memory: GuestMemory, options: AcpiTablesOptions): AcpiTablesLocation {
   const { cpus } = options;
@@ -346,7 +541,8 @@ export function writeAcpiTables(memory: GuestMemory, options: AcpiTablesOptions)
   if (!Number.isSafeInteger(base) || base < 0 || base % 16 !== 0)
     throw new RangeError(`ACPI tables: base must be a 16-byte aligned address, got ${base}`);
 
-  const at = layout(base, cpus, timerPin);
+  const aml = dsdtAml(options.pci); // validates options.pci
+  const at = layout(base, cpus, timerPin, aml.length);
   const { size } = at;
   if (base + size > ACPI_TABLES_LIMIT)
     throw new RangeError(
@@ -393,7 +589,6 @@ export function writeAcpiTables(memory: GuestMemory, options: AcpiTablesOptions)
   bytes[at.facs + FACS_VERSION_OFF] = FACS_VERSION;
 
   // DSDT.
-  const aml = s5Aml();
   table(at.dsdt, DSDT_SIGNATURE, ACPI_HEADER_SIZE + aml.length, DSDT_REVISION);
   bytes.set(aml, at.dsdt + ACPI_HEADER_SIZE);
 
@@ -462,7 +657,10 @@ export function writeAcpiTables(memory: GuestMemory, options: AcpiTablesOptions)
   bytes[p + 2] = ioapicId;
   bytes[p + 3] = 0;
   view.setUint32(p + 4, ioapicAddress, true);
-  view.setUint32(p + 8, 0, true); // GSI 0 is INTIN0 of this I/O APIC
+  // GSI 0 is INTIN0 of this I/O APIC. With KVM's 24 pins it covers GSIs 0–23,
+  // the PCI INTx GSIs of the DSDT's _PRT (16–19 by default) included: they need
+  // no further MADT entry (see pciHostBridgeAml).
+  view.setUint32(p + 8, 0, true);
   p += MADT_IO_APIC_SIZE;
 
   // Interrupt Source Overrides (Table 5.49): Type, Length, Bus (0 = ISA), Source (IRQ), GSI (4), Flags (2).
