@@ -113,3 +113,47 @@ describe('host-side errors: one sentence, non-zero exit', () => {
     expect(tskvm(['run-binary', 'x', '--mem', 'lots']).status).toBe(1);
   });
 });
+
+describe('tskvm run (Linux): host-side mistakes', () => {
+  it('a file that is not a kernel', () => {
+    const junk = path.join(tmp, 'junk.img');
+    fs.writeFileSync(junk, Buffer.alloc(100000, 0x5a));
+    const r = tskvm(['run', '--kernel', junk]);
+    expect(r.status).toBe(1);
+    expectOneSentence(r.stderr, /kernel .*junk\.img is not a bzImage or ELF vmlinux/);
+  });
+
+  it('a truncated bzImage', () => {
+    // A setup header that says the protected-mode payload is far longer than the file.
+    const image = Buffer.alloc(0x4000);
+    image.writeUInt16LE(0xaa55, 0x1fe);
+    image.writeUInt8(0xeb, 0x200); // jmp over the header: it ends at 0x202 + 0x6a
+    image.writeUInt8(0x6a, 0x201);
+    image.write('HdrS', 0x202, 'latin1');
+    image.writeUInt16LE(0x020f, 0x206);
+    image.writeUInt8(4, 0x1f1); // setup_sects
+    image.writeUInt32LE(0x1000, 0x248); // payload_offset
+    image.writeUInt32LE(0x100000, 0x24c); // payload_length
+    const file = path.join(tmp, 'truncated.bzImage');
+    fs.writeFileSync(file, image);
+    const r = tskvm(['run', '--kernel', file]);
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/^tskvm: .*(truncated|corrupt|past the end)/);
+  });
+
+  it('a missing kernel or initrd, and bad flags', () => {
+    expectOneSentence(tskvm(['run', '--kernel', path.join(tmp, 'nope')]).stderr, /kernel .*nope does not exist/);
+    const junk = path.join(tmp, 'junk.img');
+    expectOneSentence(tskvm(['run', '--kernel', junk, '--initrd', path.join(tmp, 'no-initrd')]).stderr, /initrd .*no-initrd does not exist/);
+    expectOneSentence(tskvm(['run', '--kernel', junk, '--cpus', '0']).stderr, /cpus/);
+    expectOneSentence(tskvm(['run']).stderr, /--kernel/);
+  });
+
+  it('no /dev/kvm', () => {
+    const junk = path.join(tmp, 'junk.img');
+    const r = tskvm(['run', '--kernel', junk, '--kvm-device', path.join(tmp, 'no-kvm')]);
+    expect(r.status).toBe(1);
+    expectOneSentence(r.stderr, /no-kvm does not exist/);
+  });
+});

@@ -283,14 +283,16 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
   loadLinux(options: LoadLinuxOptions): LinuxBootInfo & { cmdline: string } {
     if (this.platform !== 'pc') throw new MachineConfigError("booting Linux needs the 'pc' platform (in-kernel interrupt controllers)");
     let kernel = options.kernel;
+    // Said only once the kernel has loaded: for a bad image the loader's error is the one sentence.
+    const notes: string[] = [];
     if (options.decompressOnHost ?? true) {
       const started = Date.now();
       const extracted = isBzImage(kernel) ? extractVmlinux(kernel) : undefined;
       if (extracted && 'vmlinux' in extracted) {
         kernel = extracted.vmlinux;
-        this.emit('log', `decompressed the kernel (${extracted.format}) on the host in ${Date.now() - started} ms; booting it as vmlinux`);
+        notes.push(`decompressed the kernel (${extracted.format}) on the host in ${Date.now() - started} ms; booting it as vmlinux`);
       } else if (extracted) {
-        this.emit('log', `booting the bzImage as is: ${extracted.reason}`);
+        notes.push(`booting the bzImage as is: ${extracted.reason}`);
       }
     }
     let initrd = options.initrd;
@@ -298,18 +300,18 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
       const started = Date.now();
       const host = unpackInitrdOnHost(initrd);
       if (host.unpacked) {
-        this.emit('log', `decompressed the initrd on the host in ${Date.now() - started} ms (${initrd.length} → ${host.data.length} bytes)`);
+        notes.push(`decompressed the initrd on the host in ${Date.now() - started} ms (${initrd.length} → ${host.data.length} bytes)`);
         initrd = host.data;
       }
     }
     let cmdline = options.cmdline;
     const mode = options.emulatorWorkarounds ?? 'auto';
-    if (mode === 'on' || (mode === 'auto' && !probeCpuidEnforcement(this.kvm).honored)) {
-      cmdline = `${cmdline} ${linuxEmulatorCmdline()}`.trim();
-      if (mode === 'auto') this.emit('log', "this KVM ignores the CPUID policy; added 'noxsave clearcpuid=...' to the kernel command line");
-    }
+    const addSwitches = mode === 'on' || (mode === 'auto' && !probeCpuidEnforcement(this.kvm).honored);
+    if (addSwitches) cmdline = `${cmdline} ${linuxEmulatorCmdline()}`.trim();
     if (probeSyscallEntry(this.kvm) === 'stays-in-user-mode') this.enableSyscallEntryFixup();
     const info = loadLinux(this.memory, { ...options, kernel, initrd, cmdline });
+    if (addSwitches && mode === 'auto') notes.push("this KVM ignores the CPUID policy; added 'noxsave clearcpuid=... cryptomgr.notests' to the kernel command line");
+    for (const note of notes) this.emit('log', note);
     writeMpTable(this.memory, { cpus: 1 });
     // ACPI tables: the FADT's PM1 control block is how Linux powers off (S5).
     const acpi = writeAcpiTables(this.memory, { cpus: 1 });
