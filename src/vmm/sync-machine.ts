@@ -25,7 +25,7 @@ import { DebugPort } from '../devices/debug-port';
 import { buildGuestCpuid } from '../arch/x86/cpuid';
 import { bootMsrs } from '../arch/x86/msrs';
 import { setupLapicVirtualWire } from '../arch/x86/lapic';
-import { loadLinux, type LinuxBootInfo } from '../arch/x86/linux-loader';
+import { loadLinux, LinuxLoaderError, type LinuxBootInfo } from '../arch/x86/linux-loader';
 import { extractVmlinux } from '../arch/x86/bzimage-payload';
 import { unpackInitrdOnHost } from '../arch/x86/initrd';
 import { BP_ACPI_RSDP_ADDR, HEADER_MAGIC } from '../arch/x86/boot-params';
@@ -287,7 +287,14 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     const notes: string[] = [];
     if (options.decompressOnHost ?? true) {
       const started = Date.now();
-      const extracted = isBzImage(kernel) ? extractVmlinux(kernel) : undefined;
+      let extracted: ReturnType<typeof extractVmlinux> | undefined;
+      try {
+        extracted = isBzImage(kernel) ? extractVmlinux(kernel) : undefined;
+      } catch (err) {
+        // "bzImage is truncated or corrupt: ..." → name the file the user gave.
+        const what = options.kernelPath ? `kernel ${options.kernelPath}` : 'the kernel';
+        throw new LinuxLoaderError(`${what}: ${(err as Error).message}`);
+      }
       if (extracted && 'vmlinux' in extracted) {
         kernel = extracted.vmlinux;
         notes.push(`decompressed the kernel (${extracted.format}) on the host in ${Date.now() - started} ms; booting it as vmlinux`);
