@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>  // struct kvm_run, KVM_RUN
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
@@ -370,6 +371,57 @@ Napi::Value EventFdWrite(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// --------------------------------------------------------------- waiting for a readable fd
+//
+// waitReadable(fd, timeoutMs) -> Promise<boolean>: poll(2) for POLLIN on a
+// libuv thread-pool thread, so the main thread can wait for frames on a tap
+// (a character device libuv cannot watch as a stream). Resolves true when the
+// fd is readable (or hung up / in error: the next read says which), false on
+// timeout; a finite timeout lets the caller notice it was closed.
+
+class PollWorker : public Napi::AsyncWorker {
+ public:
+  PollWorker(Napi::Env env, int fd, int timeoutMs)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), fd_(fd), timeoutMs_(timeoutMs) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    struct pollfd p = {fd_, POLLIN, 0};
+    int n;
+    do n = poll(&p, 1, timeoutMs_);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) err_ = errno;
+    ready_ = n > 0;
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (err_) {
+      Napi::Error error = Napi::Error::New(env, std::string("poll: ") + strerror(err_));
+      error.Set("code", Napi::String::New(env, strerrorname_np(err_) ? strerrorname_np(err_) : "EIO"));
+      deferred_.Reject(error.Value());
+    } else {
+      deferred_.Resolve(Napi::Boolean::New(env, ready_));
+    }
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  int fd_, timeoutMs_, err_ = 0;
+  bool ready_ = false;
+};
+
+Napi::Value WaitReadable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd, timeout;
+  if (!ArgInt(info, 0, &fd) || !ArgInt(info, 1, &timeout) || fd < 0 || timeout < -1 || timeout > 0x7fffffff)
+    return ThrowType(env, "waitReadable(fd, timeoutMs)");
+  PollWorker* worker = new PollWorker(env, (int)fd, (int)timeout);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
 // --------------------------------------------------------------- layout facts
 //
 // Sizes, offsets and request numbers from <linux/kvm.h> (via kvm-abi.c), so
@@ -398,6 +450,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("eventfd", Napi::Function::New(env, EventFd));
   exports.Set("eventfdRead", Napi::Function::New(env, EventFdRead));
   exports.Set("eventfdWrite", Napi::Function::New(env, EventFdWrite));
+  exports.Set("waitReadable", Napi::Function::New(env, WaitReadable));
   exports.Set("layout", FactsObject(env, tskvm_layout, tskvm_layout_count));
   exports.Set("ioctlNumbers", FactsObject(env, tskvm_ioctls, tskvm_ioctl_count));
   exports.Set("O_RDWR", Napi::Number::New(env, O_RDWR));

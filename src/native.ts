@@ -22,6 +22,8 @@ export interface NativeAddon {
   eventfd(initval?: number, flags?: number): number;
   eventfdRead(fd: number): number | null;
   eventfdWrite(fd: number, value: number): void;
+  /** poll(2) for POLLIN on a thread-pool thread: true when readable, false on timeout. */
+  waitReadable(fd: number, timeoutMs: number): Promise<boolean>;
   /** sizeof/offsetof facts from <linux/kvm.h>, keyed "sizeof kvm_regs", "kvm_regs.rip". */
   layout: Record<string, number>;
   /** Request numbers from <linux/kvm.h>, keyed by macro name. */

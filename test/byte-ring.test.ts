@@ -88,3 +88,22 @@ describe('ByteRing', () => {
     expect(ring.dropped).toBe(0);
   });
 });
+
+describe('ByteRing records', () => {
+  test('records come out whole and in order; a record that does not fit is refused whole', () => {
+    const ring = new ByteRing(64);
+    expect(ring.writeRecord(new Uint8Array([1, 2, 3]))).toBe(true);
+    expect(ring.writeRecord(new Uint8Array(0))).toBe(true);
+    expect(ring.writeRecord(new Uint8Array(60))).toBe(false); // 4 + 60 > 64 - 11 used
+    expect(ring.available).toBe(11);
+    expect(Array.from(ring.readRecord()!)).toEqual([1, 2, 3]);
+    expect(ring.readRecord()!.length).toBe(0);
+    expect(ring.readRecord()).toBeUndefined();
+    // Wrapping around the end of the buffer.
+    for (let i = 0; i < 20; i++) {
+      expect(ring.writeRecord(new Uint8Array([i, i + 1, i + 2, i + 3, i + 4]))).toBe(true);
+      expect(Array.from(ring.readRecord()!)).toEqual([i, i + 1, i + 2, i + 3, i + 4]);
+    }
+    expect(() => ring.writeRecord(new Uint8Array(61))).toThrow(RangeError);
+  });
+});

@@ -133,6 +133,7 @@ export function buildProgram(setExitCode: (code: number) => void): Command {
       if (!Number.isInteger(n) || n < 1 || n > 64) throw new InvalidArgumentError('must be an integer from 1 to 64');
       return n;
     }, 1)
+    .option('--rng', 'a virtio-rng device (the guest\'s /dev/hwrng; needs the virtio_pci and virtio_rng modules)')
     .option('--no-emulator-workarounds', "do not add 'noxsave clearcpuid=... cryptomgr.notests' to the kernel command line when this KVM ignores the CPUID policy")
     .option('--trace', 'print every VM exit, decoded, on stderr')
     .option('--stats', 'print exit and device statistics on stderr at the end')

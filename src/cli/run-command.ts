@@ -22,6 +22,7 @@ export interface RunOptions {
   stats?: boolean;
   logUnclaimed?: boolean;
   kvmDevice: string;
+  rng?: boolean;
   /** --no-emulator-workarounds turns off the automatic kernel switches. */
   emulatorWorkarounds: boolean;
 }
@@ -68,6 +69,7 @@ export async function runCommand(options: RunOptions, log: (line: string) => voi
     kvmPath: options.kvmDevice,
     trace: options.trace,
     logUnclaimed: options.logUnclaimed,
+    rng: options.rng,
     boot: {
       kind: 'linux',
       kernel: options.kernel,

@@ -50,10 +50,11 @@ export const DEFAULT_APPLETS: readonly string[] = [
   'sed', 'setsid', 'cttyhack', 'sleep', 'stty', 'sync', 'tail', 'time', 'top', 'umount', 'uname',
   'vi', 'wc', 'dd', 'df', 'du', 'find', 'poweroff', 'reboot', 'halt', 'ifconfig', 'udhcpc',
   'ping', 'wget', 'date', 'env', 'true', 'false', 'test', 'seq', 'md5sum', 'sha256sum', 'mdev',
+  'mke2fs', 'blockdev', 'nc', 'cmp', 'od', 'xxd',
 ];
 const SBIN_APPLETS = new Set([
   'insmod', 'rmmod', 'lsmod', 'mdev', 'poweroff', 'reboot', 'halt', 'ifconfig', 'ip',
-  'udhcpc',
+  'udhcpc', 'mke2fs', 'blockdev',
 ]);
 
 export interface ExtraFile {

@@ -105,6 +105,30 @@ export class ByteRing {
     return out;
   }
 
+  /**
+   * Writer: stores `record` whole, behind a 4-byte little-endian length, or
+   * nothing (false) if it does not fit now. The reader never sees half a
+   * record because write() publishes the write counter once, after copying.
+   */
+  writeRecord(record: Uint8Array): boolean {
+    if (record.length > this.capacity - 4) throw new RangeError(`record of ${record.length} bytes is larger than the ring`);
+    if (this.space < 4 + record.length) return false;
+    const framed = new Uint8Array(4 + record.length);
+    new DataView(framed.buffer).setUint32(0, record.length, true);
+    framed.set(record, 4);
+    this.write(framed);
+    return true;
+  }
+
+  /** Reader: the next whole record written by writeRecord, or undefined. */
+  readRecord(): Uint8Array | undefined {
+    if (this.available < 4) return undefined;
+    const head = this.read(4);
+    const length = new DataView(head.buffer).getUint32(0, true);
+    if (length > this.available) throw new RangeError('ByteRing: record ring out of step (mixed record and byte use?)');
+    return this.read(length);
+  }
+
   /** Reader: resolves when bytes are waiting or the ring is closed. */
   async waitForData(): Promise<void> {
     for (;;) {

@@ -29,8 +29,18 @@ import { loadLinux, LinuxLoaderError, type LinuxBootInfo } from '../arch/x86/lin
 import { extractVmlinux } from '../arch/x86/bzimage-payload';
 import { unpackInitrdOnHost } from '../arch/x86/initrd';
 import { BP_ACPI_RSDP_ADDR, HEADER_MAGIC } from '../arch/x86/boot-params';
-import { writeAcpiTables, PM1A_EVT_PORT, ACPI_PM_IO_LENGTH, SCI_IRQ } from '../arch/x86/acpi';
+import { writeAcpiTables, pciIntxGsi, PM1A_EVT_PORT, ACPI_PM_IO_LENGTH, SCI_IRQ } from '../arch/x86/acpi';
 import { AcpiPowerManagement } from '../devices/acpi-pm';
+import { PciHostBridge, PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_PORT_COUNT } from '../pci/host-bridge';
+import { pciBarBusDevice, type PciDevice } from '../pci/pci-device';
+import type { PciBarRange } from '../pci/config-space';
+import { IntxRouter } from '../pci/intx-router';
+import { VirtioPciDevice, type VirtioDeviceModel } from '../virtio/virtio-pci';
+import { VirtioRng } from '../virtio/virtio-rng';
+import { VirtioBlk } from '../virtio/virtio-blk';
+import { VirtioConsole } from '../virtio/virtio-console';
+import { VirtioNet, parseMac, randomMac } from '../virtio/virtio-net';
+import { Tap } from '../net/tap';
 import { writeMpTable } from '../arch/x86/mptable';
 import { linuxEmulatorCmdline, probeCpuidEnforcement } from '../arch/x86/cpuid-probe';
 import { probeSyscallEntry, SyscallEntryFixup } from '../arch/x86/syscall-entry';
@@ -38,6 +48,26 @@ import { emulationFailureHandler } from '../arch/x86/emulation-workarounds';
 import { ExitStats } from './exit-stats';
 import { runExitLoop, type ExitLoopContext, type VcpuStop } from './exit-loop';
 import { parseSize } from './size';
+
+/** Which guest device wrote console bytes. */
+export type ConsoleSource = 'debugcon' | 'serial' | 'virtio';
+
+/** A virtio-blk disk backed by a raw image file (`--disk path[,ro]`). */
+export interface DiskConfig {
+  path: string;
+  readOnly?: boolean;
+  /** What the guest reads as the disk's id (VIRTIO_BLK_T_GET_ID); default from the file name. */
+  serial?: string;
+}
+
+/** A virtio-net NIC whose host end is a TAP interface (`--net tap=NAME`). */
+export interface NetConfig {
+  tap: string;
+  /** "52:54:00:12:34:56"; default a random locally administered address. */
+  mac?: string;
+  /** An fd already bound to the tap (the async Machine opens taps on its own thread); default: open it. */
+  fd?: number;
+}
 
 export interface MachineConfig {
   /** Guest RAM: bytes, or a size string like "64M", "2G". Default 2 MiB. */
@@ -59,11 +89,22 @@ export interface MachineConfig {
   logUnclaimed?: boolean;
   /** Print each exit, decoded (`--trace`). */
   trace?: boolean | ((line: string) => void);
+  /** A virtio entropy device on PCI ('pc' platform; `--rng`): the guest's /dev/hwrng. */
+  rng?: boolean;
+  /** virtio-blk disks on PCI, in order: the guest sees /dev/vda, /dev/vdb, ... */
+  disks?: DiskConfig[];
+  /** virtio-net NICs on PCI (eth0, eth1, ...). */
+  net?: NetConfig[];
+  /**
+   * Where console input goes: the COM1 UART (default), or a virtio console
+   * (hvc0; boot Linux with console=hvc0). Output is taken from both.
+   */
+  console?: 'serial' | 'virtio';
 }
 
 export interface MachineEvents {
   /** Bytes the guest wrote to its console devices (batched per line unless a console sink is set). */
-  output: [data: Buffer, source: 'debugcon' | 'serial'];
+  output: [data: Buffer, source: ConsoleSource];
   /** The guest made room in the UART receiver after sendInput() was refused bytes. */
   'input-space': [];
   /** A line for the user about something unusual (unclaimed access, workaround). */
@@ -88,6 +129,13 @@ export interface LoadLinuxOptions {
    */
   emulatorWorkarounds?: 'auto' | 'on' | 'off';
 }
+
+/**
+ * Where PCI BARs go: a 256 MiB memory window below the I/O APIC (0xFEC00000)
+ * and above the largest RAM we allow (3 GiB), and the top quarter of the port
+ * space, far from the ISA devices.
+ */
+const PCI_WINDOWS = { mmioBase: 0xe0000000, mmioSize: 0x10000000, ioBase: 0xc000, ioSize: 0x4000 } as const;
 
 /** "HdrS" at 0x202: the boot-protocol signature of a bzImage (Linux x86 boot protocol). */
 function isBzImage(image: Uint8Array): boolean {
@@ -116,6 +164,19 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
   private closed = false;
   private readonly workarounds: ReturnType<typeof emulationFailureHandler>;
   private pendingStop: ExitLoopContext['pendingStop'];
+  /** The PCI bus ('pc' platform): mechanism #1 at 0xCF8, the host bridge at 00:00.0. */
+  readonly pci?: PciHostBridge;
+  /** Where each PCI BAR is mapped on our buses, to unmap it when the guest moves it. */
+  private readonly pciWindows = new Map<PciDevice, Map<number, BusDevice>>();
+  /** PCI INTx lines are shared (wired-OR) before they reach KVM's I/O APIC. */
+  private readonly intx = new IntxRouter((gsi, level) => this.vm.setIrqLine(gsi, level));
+  /** The virtio devices, by name (statistics, tests). */
+  readonly virtio = new Map<string, VirtioPciDevice>();
+  readonly disks: VirtioBlk[] = [];
+  /** The virtio console when `console: 'virtio'`. */
+  readonly virtioConsole?: VirtioConsole;
+  /** virtio-net NICs and their taps, in config order. */
+  readonly nics: { model: VirtioNet; tap: Tap; ownsTap: boolean }[] = [];
   /** Set by loadLinux on a KVM whose SYSCALL does not reach CPL 0 (syscall-entry.ts). */
   private syscallFixup?: SyscallEntryFixup;
 
@@ -171,8 +232,57 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
       this.serial = new Serial8250({ onTransmit: (byte) => this.output(byte, 'serial'), irq, onRxSpace: () => this.emit('input-space') });
       this.pio.register(0x3f8, 8, this.serial);
     }
-    if (this.platform === 'pc') this.addLegacyDevices(memoryBytes);
+    if (this.platform === 'pc') {
+      this.addLegacyDevices(memoryBytes);
+      this.pci = new PciHostBridge({
+        onBarChange: (device, bar, _old, range) => this.mapPciBar(device, bar, range),
+        onCallbackError: (error) => this.emit('log', `PCI: ${(error as Error).message}`),
+      });
+      this.pio.register(PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_PORT_COUNT, this.pci);
+    }
+    try {
+      this.addConfiguredVirtioDevices(config);
+    } catch (err) {
+      // The caller (create) closes the KVM handle.
+      this.closeBackends();
+      this.vm.close();
+      this.memory.close();
+      throw err;
+    }
     this.workarounds = emulationFailureHandler(this.memory, (message) => this.emit('log', message));
+  }
+
+  /** The virtio devices the config asks for, in a fixed order: console, disks, NICs, rng. */
+  private addConfiguredVirtioDevices(config: MachineConfig): void {
+    const wantsVirtio = config.rng || config.disks?.length || config.net?.length || config.console === 'virtio';
+    if (!wantsVirtio) return;
+    if (this.platform !== 'pc') throw new MachineConfigError("virtio devices need the 'pc' platform");
+    const log = (message: string): void => void this.emit('log', message);
+    if (config.console === 'virtio') {
+      const console = new VirtioConsole({
+        onOutput: (data) => {
+          for (const byte of data) this.output(byte, 'virtio');
+        },
+        onInputSpace: () => this.emit('input-space'),
+      });
+      (this as { virtioConsole?: VirtioConsole }).virtioConsole = console;
+      this.addVirtioDevice(console, 'virtio-console');
+    }
+    (config.disks ?? []).forEach((disk, i) => {
+      const model = VirtioBlk.open({ path: disk.path, readOnly: disk.readOnly, serial: disk.serial, log });
+      this.disks.push(model);
+      this.addVirtioDevice(model, `virtio-blk${i}`);
+    });
+    (config.net ?? []).forEach((nic, i) => {
+      const mac = nic.mac === undefined ? randomMac() : parseMac(nic.mac);
+      const tap = nic.fd === undefined ? Tap.open(nic.tap) : Tap.fromFd(nic.tap, nic.fd);
+      tap.log = log;
+      const entry = { tap, ownsTap: nic.fd === undefined, model: undefined as unknown as VirtioNet };
+      this.nics.push(entry);
+      entry.model = new VirtioNet({ mac, onTransmit: (frame) => tap.write(frame) });
+      this.addVirtioDevice(entry.model, `virtio-net${i}`);
+    });
+    if (config.rng) this.addVirtioDevice(new VirtioRng(), 'virtio-rng');
   }
 
   /** The ISA devices a PC operating system probes for. */
@@ -208,20 +318,20 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
   // ------------------------------------------------------------ output
 
   private outputBuffer: number[] = [];
-  private outputSource: 'debugcon' | 'serial' = 'debugcon';
-  private consoleSink?: (byte: number, source: 'debugcon' | 'serial') => void;
+  private outputSource: ConsoleSource = 'debugcon';
+  private consoleSink?: (byte: number, source: ConsoleSource) => void;
 
   /**
    * Sends every console byte straight to `sink` instead of batching lines into
    * 'output' events (an interactive console must see a prompt that has no newline).
    */
-  setConsoleSink(sink: ((byte: number, source: 'debugcon' | 'serial') => void) | undefined): void {
+  setConsoleSink(sink: ((byte: number, source: ConsoleSource) => void) | undefined): void {
     this.flushOutput();
     this.consoleSink = sink;
   }
 
   /** Console bytes are batched per line (or 4 KiB) to keep the exit path cheap. */
-  private output(byte: number, source: 'debugcon' | 'serial'): void {
+  private output(byte: number, source: ConsoleSource): void {
     if (this.consoleSink) return this.consoleSink(byte, source);
     if (source !== this.outputSource) this.flushOutput();
     this.outputSource = source;
@@ -248,6 +358,62 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     if (this.memory.regions.some((r) => base < r.gpa + r.size && r.gpa < base + length))
       throw new MachineConfigError(`MMIO device ${device.name} at 0x${base.toString(16)} overlaps guest RAM`);
     this.mmio.register(base, length, device);
+  }
+
+  /** Puts a device on PCI bus 0 ('pc' platform); returns its slot. Add devices before loadLinux. */
+  addPciDevice(device: PciDevice, slot?: number): number {
+    if (!this.pci) throw new MachineConfigError("PCI devices need the 'pc' platform");
+    return this.pci.addDevice(device, slot);
+  }
+
+  /**
+   * Puts a virtio device model on PCI behind the modern virtio-pci transport,
+   * its INTA routed through the _PRT swizzle (acpi.ts pciIntxGsi) to the
+   * in-kernel I/O APIC. Returns the transport.
+   */
+  addVirtioDevice(model: VirtioDeviceModel, name: string): VirtioPciDevice {
+    if (!this.pci) throw new MachineConfigError("virtio devices need the 'pc' platform");
+    if (this.virtio.has(name)) throw new MachineConfigError(`there is already a device named ${name}`);
+    let line: ((level: boolean) => void) | undefined;
+    const device = new VirtioPciDevice({
+      memory: this.memory,
+      device: model,
+      name,
+      // The slot (hence the GSI) is known only once the bridge has placed the
+      // device; the line cannot be raised before the driver sets DRIVER_OK.
+      irq: (level) => line?.(level),
+      log: (message) => this.emit('log', message),
+    });
+    const slot = this.pci.addDevice(device);
+    line = this.intx.line(pciIntxGsi(slot, 0));
+    this.virtio.set(name, device);
+    return device;
+  }
+
+  /**
+   * Follows the guest (or our own resource assignment) moving a BAR: the old
+   * window leaves its bus, the new one is registered. A BAR the guest puts on
+   * top of RAM or another device is not mapped (the bus refuses overlaps; the
+   * error is logged through the bridge's onCallbackError).
+   */
+  private mapPciBar(device: PciDevice, bar: number, range: PciBarRange | undefined): void {
+    const windows = this.pciWindows.get(device) ?? new Map<number, BusDevice>();
+    this.pciWindows.set(device, windows);
+    const old = windows.get(bar);
+    if (old) {
+      this.mmio.unregister(old);
+      this.pio.unregister(old);
+      windows.delete(bar);
+    }
+    if (!range || range.size === 0n) return;
+    const base = range.base;
+    const end = range.base + range.size;
+    if (end > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error(`${device.name} BAR ${bar} at 0x${base.toString(16)} is beyond what tskvm maps`);
+    if (range.space === 'memory' && this.memory.regions.some((r) => base < BigInt(r.gpa + r.size) && BigInt(r.gpa) < end))
+      throw new Error(`${device.name} BAR ${bar} at 0x${base.toString(16)} overlaps guest RAM; not mapped`);
+    const window = pciBarBusDevice(device, bar);
+    (range.space === 'io' ? this.pio : this.mmio).register(Number(base), Number(range.size), window);
+    windows.set(bar, window);
   }
 
   /** Copies a flat binary into guest RAM at `gpa`. */
@@ -320,8 +486,11 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     if (addSwitches && mode === 'auto') notes.push("this KVM ignores the CPUID policy; added 'noxsave clearcpuid=... cryptomgr.notests' to the kernel command line");
     for (const note of notes) this.emit('log', note);
     writeMpTable(this.memory, { cpus: 1 });
-    // ACPI tables: the FADT's PM1 control block is how Linux powers off (S5).
-    const acpi = writeAcpiTables(this.memory, { cpus: 1 });
+    // PCI resources: without firmware, tskvm places the BARs itself (like a BIOS would).
+    this.pci?.assignResources(PCI_WINDOWS);
+    // ACPI tables: the FADT's PM1 control block is how Linux powers off (S5);
+    // the DSDT describes the PCI root bridge, its windows and INTx routing (_PRT).
+    const acpi = writeAcpiTables(this.memory, { cpus: 1, pci: this.pci ? { ...PCI_WINDOWS, slots: 32 } : undefined });
     this.memory.writeU64(info.bootParams + BP_ACPI_RSDP_ADDR, BigInt(acpi.rsdp));
     setupMode('long', this.vcpu, this.memory, { entry: info.entry, regs: { rsi: BigInt(info.bootParams) } });
     return { ...info, cmdline };
@@ -335,9 +504,21 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     this.syscallFixup ??= new SyscallEntryFixup(this.vcpu, this.memory, (message) => this.emit('log', message));
   }
 
-  /** Host input for the guest's console (COM1). Returns how many bytes the UART accepted. */
+  /** Host input for the guest's console (COM1, or hvc0 with `console: 'virtio'`). Returns how many bytes were accepted. */
   sendInput(bytes: Uint8Array): number {
+    if (this.virtioConsole) return this.virtioConsole.sendInput(bytes);
     return this.serial?.receive(bytes) ?? 0;
+  }
+
+  /** How many console input bytes sendInput would take now. */
+  get consoleInputSpace(): number {
+    if (this.virtioConsole) return this.virtioConsole.inputSpace;
+    return this.serial?.rxSpace ?? 0;
+  }
+
+  /** A frame from the host network for NIC `index`; false if the guest had no buffer for it (dropped and counted). */
+  netReceive(index: number, frame: Uint8Array): boolean {
+    return this.nics[index]?.model.receive(frame) ?? false;
   }
 
   /** Ends the run at the next exit with the given outcome (used by reset/power-off devices). */
@@ -418,11 +599,18 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     };
   }
 
+  /** Disk images and the taps this machine opened. */
+  private closeBackends(): void {
+    for (const disk of this.disks) disk.close();
+    for (const nic of this.nics) if (nic.ownsTap) nic.tap.close();
+  }
+
   /** Frees the vCPU, VM, guest RAM and the KVM handle. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.flushOutput();
+    this.closeBackends();
     this.vm.close();
     this.memory.close();
     this.kvm.close();
