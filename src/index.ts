@@ -29,4 +29,8 @@ export type { CpuMode, ModeOptions } from './arch/x86/modes';
 
 export { Machine, MachineStartError } from './vmm/machine';
 export type { MachineOptions, MachineState, AsyncMachineEvents, BootSpec, MachineStatistics } from './vmm/machine';
+export { MachineDebugger, DebuggerError } from './vmm/machine-debugger';
+export type { DebugOutcome, DebugStop, DebugStopReason, CpuState, CpuStateChange } from './vmm/machine-debugger';
+export { GdbStub } from './gdb/gdb-stub';
+export type { GdbStubOptions } from './gdb/gdb-stub';
 export { ByteRing } from './vmm/byte-ring';

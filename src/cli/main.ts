@@ -7,13 +7,20 @@
 import * as fs from 'fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { Kvm } from '../kvm/kvm';
-import { SyncMachine } from '../vmm/sync-machine';
+import { SyncMachine, type DiskConfig, type NetConfig } from '../vmm/sync-machine';
+import { parseMac } from '../virtio/virtio-net';
 import { formatExitReport } from '../vmm/exit-report';
 import { formatCountTable } from '../vmm/exit-stats';
 import { parseAddress, parseSize } from '../vmm/size';
 import type { CpuMode } from '../arch/x86/modes';
 import { runCommand, type RunOptions } from './run-command';
+import { registerManageCommands } from './manage-commands';
 import { writeInitramfs } from '../initramfs/build';
+import { webOption, WEB_OPTION_HELP } from './web-option';
+import { runBinaryWithWeb } from './run-binary-web';
+import type { ListenAddress } from '../web/listen-address';
+import { gdbAddressOption, GDB_OPTION_HELP, type GdbAddress } from './gdb-option';
+import { runBinaryWithGdb } from './run-binary-gdb';
 
 export const EXIT_OK = 0;
 export const EXIT_HOST_ERROR = 1;
@@ -28,6 +35,36 @@ function addressOption(value: string): number {
   } catch (err) {
     throw new InvalidArgumentError((err as Error).message);
   }
+}
+
+/** `--disk path[,ro][,serial=ID]` (repeatable): kvmtool's `--disk`, with QEMU's `readonly` spelled `ro`. */
+function diskOption(value: string, previous: DiskConfig[] = []): DiskConfig[] {
+  const [file, ...flags] = value.split(',');
+  if (!file) throw new InvalidArgumentError('needs an image path: --disk PATH[,ro][,serial=ID]');
+  const disk: DiskConfig = { path: file };
+  for (const flag of flags) {
+    if (flag === 'ro' || flag === 'readonly') disk.readOnly = true;
+    else if (flag.startsWith('serial=')) disk.serial = flag.slice('serial='.length);
+    else throw new InvalidArgumentError(`unknown disk option "${flag}" (known: ro, serial=ID)`);
+  }
+  return [...previous, disk];
+}
+
+/** `--net tap=NAME[,mac=XX:XX:XX:XX:XX:XX]` (repeatable), like QEMU's -nic tap,ifname=. */
+function netOption(value: string, previous: NetConfig[] = []): NetConfig[] {
+  const fields = new Map(value.split(',').map((f) => [f.split('=')[0]!, f.slice(f.indexOf('=') + 1)] as const));
+  const tap = fields.get('tap');
+  if (!tap || !value.includes('tap=')) throw new InvalidArgumentError('expected tap=NAME[,mac=XX:XX:XX:XX:XX:XX]');
+  for (const key of fields.keys()) if (key !== 'tap' && key !== 'mac') throw new InvalidArgumentError(`unknown net option "${key}" (known: tap, mac)`);
+  const mac = fields.get('mac');
+  if (mac !== undefined) {
+    try {
+      parseMac(mac);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+  }
+  return [...previous, { tap, ...(mac === undefined ? {} : { mac }) }];
 }
 
 function sizeOption(value: string): string {
@@ -60,6 +97,8 @@ interface RunBinaryOptions {
   stats?: boolean;
   logUnclaimed?: boolean;
   kvmDevice: string;
+  web?: ListenAddress;
+  gdb?: GdbAddress;
 }
 
 function printStats(machine: SyncMachine): void {
@@ -119,7 +158,15 @@ export function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--stats', 'print exit and device statistics on stderr at the end')
     .option('--log-unclaimed', 'log accesses to ports/addresses no device claims')
     .option('--kvm-device <path>', 'the KVM device node', '/dev/kvm')
-    .action((file: string, options: RunBinaryOptions) => setExitCode(runBinary(file, options)));
+    .option('--web <host:port>', WEB_OPTION_HELP, webOption)
+    .option('--gdb <host:port>', GDB_OPTION_HELP, gdbAddressOption)
+    .action(async (file: string, options: RunBinaryOptions) => {
+      const web = options.web;
+      const gdb = options.gdb;
+      // The web console and the gdb stub need the event loop free: the guest then runs on a vCPU worker.
+      if (gdb) return setExitCode(await runBinaryWithGdb(readImage(file, 'binary'), { ...options, gdb }, (line) => process.stderr.write(line + '\n')));
+      setExitCode(web ? await runBinaryWithWeb(readImage(file, 'binary'), { ...options, web }, (line) => process.stderr.write(line + '\n')) : runBinary(file, options));
+    });
 
   program
     .command('run')
@@ -133,12 +180,17 @@ export function buildProgram(setExitCode: (code: number) => void): Command {
       if (!Number.isInteger(n) || n < 1 || n > 64) throw new InvalidArgumentError('must be an integer from 1 to 64');
       return n;
     }, 1)
-    .option('--rng', 'a virtio-rng device (the guest\'s /dev/hwrng; needs the virtio_pci and virtio_rng modules)')
+    .option('--disk <path[,ro]>', 'a virtio-blk disk backed by a raw image (repeatable: vda, vdb, ...; module virtio_blk)', diskOption)
+    .option('--net <tap=NAME[,mac=..]>', 'a virtio-net NIC on host tap NAME (repeatable; module virtio_net)', netOption)
+    .addOption(new Option('--console <device>', 'where the terminal\'s input goes: the serial port (ttyS0) or a virtio console (hvc0; module virtio_console, and console=hvc0 in --append)').choices(['serial', 'virtio']).default('serial'))
+    .option('--rng', 'a virtio-rng device (the guest\'s /dev/hwrng; modules virtio_pci, virtio_rng)')
     .option('--no-emulator-workarounds', "do not add 'noxsave clearcpuid=... cryptomgr.notests' to the kernel command line when this KVM ignores the CPUID policy")
     .option('--trace', 'print every VM exit, decoded, on stderr')
     .option('--stats', 'print exit and device statistics on stderr at the end')
     .option('--log-unclaimed', 'log accesses to ports/addresses no device claims')
     .option('--kvm-device <path>', 'the KVM device node', '/dev/kvm')
+    .option('--web <host:port>', WEB_OPTION_HELP, webOption)
+    .option('--gdb <host:port>', GDB_OPTION_HELP, gdbAddressOption)
     .action(async (options: RunOptions) => setExitCode(await runCommand(options, (line) => process.stderr.write(line + '\n'))));
 
   program
@@ -165,11 +217,8 @@ export function buildProgram(setExitCode: (code: number) => void): Command {
       setExitCode(EXIT_OK);
     });
 
-  program
-    .command('info')
-    .description('print the KVM API version and capabilities of this host')
-    .option('--kvm-device <path>', 'the KVM device node', '/dev/kvm')
-    .action((options: { kvmDevice: string }) => setExitCode(info(options)));
+  // daemon, list, start, console, suspend, resume, shutdown, destroy, and `info [name]` (host KVM info without a name).
+  registerManageCommands(program, { setExitCode, kvmInfo: info });
 
   return program;
 }

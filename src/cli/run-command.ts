@@ -9,8 +9,13 @@ import * as fs from 'fs';
 import { Machine, MachineStartError, type MachineStatistics } from '../vmm/machine';
 import { formatExitReport } from '../vmm/exit-report';
 import { formatCountTable } from '../vmm/exit-stats';
-import { attachTerminal } from './terminal';
+import { attachTerminal, type TerminalAttachment } from './terminal';
+import { WebConsole } from '../web/web-console';
+import type { ListenAddress } from '../web/listen-address';
+import { gdbWaitingLine, listenForGdb, type GdbAddress } from './gdb-option';
+import type { GdbStub } from '../gdb/gdb-stub';
 import type { VcpuStop } from '../vmm/exit-loop';
+import type { DiskConfig, NetConfig } from '../vmm/sync-machine';
 
 export interface RunOptions {
   kernel: string;
@@ -23,11 +28,20 @@ export interface RunOptions {
   logUnclaimed?: boolean;
   kvmDevice: string;
   rng?: boolean;
+  disk?: DiskConfig[];
+  net?: NetConfig[];
+  console?: 'serial' | 'virtio';
   /** --no-emulator-workarounds turns off the automatic kernel switches. */
   emulatorWorkarounds: boolean;
+  /** --web HOST:PORT: also serve the console in a browser. */
+  web?: ListenAddress;
+  /** --gdb HOST:PORT: start stopped and wait for gdb (gdb-option.ts). */
+  gdb?: GdbAddress;
 }
 
 export const DEFAULT_APPEND = 'console=ttyS0 panic=-1';
+/** With --console virtio: kernel messages start on ttyS0 and move to hvc0 once virtio_console is loaded. */
+export const DEFAULT_APPEND_VIRTIO_CONSOLE = 'console=ttyS0 console=hvc0 panic=-1';
 
 /** The one sentence for a file the user named that we cannot use. */
 export function checkReadableFile(file: string, what: string): string | undefined {
@@ -63,6 +77,10 @@ export async function runCommand(options: RunOptions, log: (line: string) => voi
     const problem = checkReadableFile(file, what);
     if (problem) throw new MachineStartError(problem, 'ENOENT');
   }
+  for (const disk of options.disk ?? []) {
+    const problem = checkReadableFile(disk.path, 'disk image');
+    if (problem) throw new MachineStartError(problem, 'ENOENT');
+  }
   if (options.cpus !== 1) throw new MachineStartError(`--cpus ${options.cpus}: this version of tskvm boots Linux with one vCPU.`, 'ECONFIG');
   const machine = new Machine({
     memory: options.memory,
@@ -70,23 +88,74 @@ export async function runCommand(options: RunOptions, log: (line: string) => voi
     trace: options.trace,
     logUnclaimed: options.logUnclaimed,
     rng: options.rng,
+    disks: options.disk,
+    net: options.net,
+    console: options.console,
     boot: {
       kind: 'linux',
       kernel: options.kernel,
       initrd: options.initrd,
-      cmdline: options.append ?? DEFAULT_APPEND,
+      cmdline: options.append ?? (options.console === 'virtio' ? DEFAULT_APPEND_VIRTIO_CONSOLE : DEFAULT_APPEND),
       emulatorWorkarounds: options.emulatorWorkarounds ? 'auto' : 'off',
     },
+    debug: options.gdb ? { waitForDebugger: true } : undefined,
   });
+  return runMachine(machine, options, log);
+}
+
+/**
+ * Runs a machine with its console on this terminal (and, with `web`, in
+ * browsers too) until it stops; prints the stop report; returns the exit
+ * code. `tskvm run` and `tskvm run-binary --web` both end here.
+ */
+export async function runMachine(
+  machine: Machine,
+  options: { stats?: boolean; web?: ListenAddress; gdb?: GdbAddress },
+  log: (line: string) => void,
+): Promise<number> {
   // In raw mode the terminal adds no carriage returns: our own lines need "\r\n".
   const rawTerminal = process.stdin.isTTY === true;
   const say = (line: string): void => log(rawTerminal ? line.replace(/\n/g, '\r\n') : line);
   machine.on('output', (data) => process.stdout.write(data));
   machine.on('log', (message) => say(`tskvm: ${message}`));
-  await machine.start();
+  // Listen before booting: a busy port is reported before the guest runs, and
+  // the guest's first output is in the history the first browser gets.
+  const web = options.web ? await WebConsole.start(machine, options.web) : undefined;
+  if (web) say(`tskvm: web console on ${web.url}`);
+  let gdb: GdbStub | undefined;
+  try {
+    if (options.gdb) gdb = await listenForGdb(machine, options.gdb, say);
+    await machine.start();
+  } catch (err) {
+    await web?.close();
+    await gdb?.close();
+    throw err;
+  }
+  if (gdb) say(gdbWaitingLine(gdb, options.gdb!));
 
+  // With --web and stdin not a terminal (a service, nohup, a test), the
+  // browser is the console: stdin is not read, so its EOF or stray bytes do
+  // not reach the guest.
+  const terminal = web && !rawTerminal ? undefined : attachGuestTerminal(machine, say);
+  const stop = await machine.wait();
+  terminal?.detach();
+  if (terminal) process.stdin.pause();
+  await web?.close();
+  await gdb?.close();
+  if (options.stats && machine.statistics) log('\n' + formatStatistics(machine.statistics) + '\n');
+  if (stop.kind === 'error') {
+    log(`tskvm: guest stopped: ${stop.reason}`);
+    if (stop.report) log(formatExitReport(stop.report));
+  } else if (stop.kind === 'reset') {
+    log(`tskvm: the guest rebooted (${stop.reason}); tskvm ends the run like QEMU -no-reboot`);
+  }
+  return exitCodeFor(stop);
+}
+
+/** This terminal as the guest's console, with back-pressure and the Ctrl-A keys. */
+function attachGuestTerminal(machine: Machine, say: (line: string) => void): TerminalAttachment {
   let stdinPaused = false;
-  const terminal = attachTerminal({
+  return attachTerminal({
     input: process.stdin,
     output: process.stdout,
     onGuestInput(bytes) {
@@ -110,15 +179,4 @@ export async function runCommand(options: RunOptions, log: (line: string) => voi
     },
     log: say,
   });
-  const stop = await machine.wait();
-  terminal.detach();
-  process.stdin.pause();
-  if (options.stats && machine.statistics) log('\n' + formatStatistics(machine.statistics) + '\n');
-  if (stop.kind === 'error') {
-    log(`tskvm: guest stopped: ${stop.reason}`);
-    if (stop.report) log(formatExitReport(stop.report));
-  } else if (stop.kind === 'reset') {
-    log(`tskvm: the guest rebooted (${stop.reason}); tskvm ends the run like QEMU -no-reboot`);
-  }
-  return exitCodeFor(stop);
 }

@@ -210,6 +210,14 @@ export function defaultInitScript(o: {
       lines.push(`insmod /lib/modules/${o.kernelVersion}/${m}.ko || echo "tskvm-init: insmod ${m} failed" >&2`);
     }
   }
+  // A console driver loaded above (virtio_console's hvc0, with console=hvc0 on
+  // the command line) can become the kernel's preferred console after /init
+  // was started on the first one; the last entry of console/active is the
+  // one /dev/console means now (Documentation/ABI/testing/sysfs-tty).
+  lines.push(
+    'active=$(cat /sys/class/tty/console/active 2>/dev/null); active=${active##* }',
+    'if [ -n "$active" ] && [ -c "/dev/$active" ]; then exec <"/dev/$active" >"/dev/$active" 2>&1; fi',
+  );
   lines.push(...o.commands);
   lines.push(`echo "${INIT_READY_MARKER}"`);
   lines.push('setsid cttyhack sh');

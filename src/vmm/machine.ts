@@ -22,9 +22,11 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { MessageChannel, Worker } from 'worker_threads';
 import { native } from '../native';
+import { Tap, TAP_MAX_FRAME, type TapError } from '../net/tap';
 import { ByteRing } from './byte-ring';
 import type { VcpuStop } from './exit-loop';
 import { MachineConfigError } from './sync-machine';
+import { MachineDebugger } from './machine-debugger';
 import {
   CONTROL_MAIL,
   CONTROL_SLOTS,
@@ -37,11 +39,19 @@ import {
 } from './worker-protocol';
 
 export type { BootSpec, MachineStatistics } from './worker-protocol';
+/** What pressing the ACPI power button did (Machine.pressPowerButton). */
+export type PowerButtonResult = 'sci' | 'not-enabled' | 'no-acpi';
 
 export interface MachineOptions extends WorkerMachineConfig {
   boot: BootSpec;
   /** Console output ring size in bytes (power of two, default 1 MiB). */
   outputBufferSize?: number;
+  /**
+   * Lets a debugger drive the vCPU (`machine.debug`, machine-debugger.ts).
+   * `waitForDebugger`: the vCPU stays stopped before its first instruction
+   * until the debugger resumes it (like QEMU's -S).
+   */
+  debug?: { waitForDebugger?: boolean };
 }
 
 export type MachineState = 'created' | 'starting' | 'running' | 'paused' | 'stopped';
@@ -94,16 +104,27 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
   private pendingInput: Uint8Array[] = [];
   private inputPump?: Promise<void>;
   private statisticsRequests = new Map<number, (s: MachineStatistics) => void>();
+  private powerButtonRequests = new Map<number, (result: PowerButtonResult) => void>();
   private nextRequestId = 1;
   private stateWaiters: { state: MachineState; resolve: () => void }[] = [];
   private outputDone?: Promise<void>;
   private finishing?: Promise<void>;
+  /** Frames from the taps for the worker's NICs: records of [NIC index, frame...]. */
+  private netInput?: ByteRing;
+  private taps: Tap[] = [];
+  private tapReaders: Promise<void>[] = [];
+  private workerGone?: Promise<void>;
+  /** Host frames dropped because the worker had not taken the previous ones yet. */
+  netInputDropped = 0;
+  /** Breakpoints, single-step, registers and memory for a debugger (needs the `debug` option). */
+  readonly debug: MachineDebugger;
 
   constructor(options: MachineOptions) {
     super();
     if (!options || typeof options !== 'object' || !options.boot) throw new MachineConfigError('a machine needs a boot: { kind: "linux" | "binary", ... } entry');
     this.options = options;
     this.exited = new Promise((resolve) => (this.resolveExit = resolve));
+    this.debug = new MachineDebugger({ enabled: options.debug !== undefined, command: (c) => this.command(c), exited: this.exited });
   }
 
   /** Reads a machine from a JSON file (the same shape as MachineOptions; paths relative to the file). */
@@ -138,18 +159,40 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
   async start(): Promise<void> {
     if (this.stateValue !== 'created') throw new MachineConfigError(`start() on a machine that is ${this.stateValue}`);
     this.setState('starting');
-    const { boot, outputBufferSize, ...config } = this.options;
+    const { boot, outputBufferSize, debug, ...config } = this.options;
+    // Taps are opened here, on the thread that reads them; the worker writes
+    // the guest's frames to the same fds (see pumpTap).
+    try {
+      for (const nic of config.net ?? []) this.taps.push(Tap.open(nic.tap));
+    } catch (err) {
+      this.closeTaps();
+      await this.finish({ kind: 'error', reason: (err as Error).message });
+      throw new MachineStartError((err as Error).message, (err as TapError).code ?? 'ENET');
+    }
+    if (config.net) config.net = config.net.map((nic, i) => ({ ...nic, fd: this.taps[i]!.fd }));
     const output = new ByteRing(outputBufferSize ?? 1 << 20);
     const input = new ByteRing(1 << 16);
+    const netInput = this.taps.length > 0 ? new ByteRing(1 << 20) : undefined;
+    this.netInput = netInput;
     const control = new SharedArrayBuffer(CONTROL_SLOTS * 4);
     const channel = new MessageChannel();
-    const workerData: WorkerData = { config, boot, output: output.buffer, input: input.buffer, control, commands: channel.port2 };
+    const workerData: WorkerData = {
+      config,
+      boot,
+      output: output.buffer,
+      input: input.buffer,
+      netInput: netInput?.buffer,
+      control,
+      commands: channel.port2,
+      debug,
+    };
     this.output = output;
     this.input = input;
     this.control = new Int32Array(control);
     this.commandPort = channel.port1;
     const worker = new Worker(workerScript(), { workerData, transferList: [channel.port2] });
     this.worker = worker;
+    this.workerGone = new Promise((resolve) => worker.once('exit', () => resolve()));
     this.outputDone = this.pumpOutput(output);
 
     return new Promise<void>((resolve, reject) => {
@@ -160,6 +203,8 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
             started = true;
             this.vcpuFds = event.vcpuFds;
             this.setState('running');
+            // After 'running': the readers loop while the machine runs.
+            this.tapReaders = this.taps.map((tap, i) => this.pumpTap(tap, i));
             resolve();
             break;
           case 'log':
@@ -169,12 +214,24 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
             this.setState('paused');
             break;
           case 'resumed':
+            this.debug.onWorkerEvent(event);
             this.setState('running');
+            break;
+          case 'debug-stopped':
+            this.debug.onWorkerEvent(event);
+            this.setState('paused');
+            break;
+          case 'debug-reply':
+            this.debug.onWorkerEvent(event);
             break;
           case 'statistics':
             this.lastStatistics = event.statistics;
             this.statisticsRequests.get(event.id)?.(event.statistics);
             this.statisticsRequests.delete(event.id);
+            break;
+          case 'power-button':
+            this.powerButtonRequests.get(event.id)?.(event.result);
+            this.powerButtonRequests.delete(event.id);
             break;
           case 'stopped':
             this.lastStatistics = event.statistics;
@@ -253,6 +310,21 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
     return Promise.race([answer, this.exited.then(() => this.lastStatistics)]);
   }
 
+  /**
+   * Presses the ACPI power button (the guest's cue for an orderly shutdown;
+   * it then powers off through ACPI S5, ending with a 'poweroff' stop).
+   * Resolves with what the button did: 'sci' the guest's ACPI driver was
+   * listening, 'not-enabled' the press is latched but nothing listens (yet),
+   * 'no-acpi' the machine has no ACPI ('bare' platform) or has stopped.
+   */
+  async pressPowerButton(): Promise<PowerButtonResult> {
+    if (this.stateValue !== 'running' && this.stateValue !== 'paused') return 'no-acpi';
+    const id = this.nextRequestId++;
+    const answer = new Promise<PowerButtonResult>((resolve) => this.powerButtonRequests.set(id, resolve));
+    this.command({ type: 'power-button', id });
+    return Promise.race([answer, this.exited.then((): PowerButtonResult => 'no-acpi')]);
+  }
+
   // ---------------------------------------------------------------- internals
 
   private requireRunning(what: string): void {
@@ -308,6 +380,42 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
     if (this.stateValue === 'stopped') this.pendingInput = [];
   }
 
+  /**
+   * Moves frames from a tap to the worker: wait (on a thread-pool thread)
+   * until the tap is readable, read every waiting frame, put each in the
+   * net ring and kick the vCPU so the NIC fills the guest's receive buffers
+   * even while the guest sits in HLT. A full ring drops the frame, as a NIC
+   * with no free buffers would.
+   */
+  private async pumpTap(tap: Tap, index: number): Promise<void> {
+    const ring = this.netInput!;
+    const buffer = new Uint8Array(TAP_MAX_FRAME + 1);
+    const record = new Uint8Array(TAP_MAX_FRAME + 1);
+    while (this.stateValue === 'running' || this.stateValue === 'paused') {
+      let readable: boolean;
+      try {
+        readable = await native.waitReadable(tap.fd, 200);
+      } catch {
+        return;
+      }
+      if (this.stateValue !== 'running' && this.stateValue !== 'paused') return;
+      if (!readable) continue;
+      let delivered = false;
+      for (let frame = tap.read(buffer); frame; frame = tap.read(buffer)) {
+        record[0] = index;
+        record.set(frame, 1);
+        if (ring.writeRecord(record.subarray(0, frame.length + 1))) delivered = true;
+        else this.netInputDropped++;
+      }
+      if (delivered) this.kick();
+    }
+  }
+
+  private closeTaps(): void {
+    for (const tap of this.taps) tap.close();
+    this.taps = [];
+  }
+
   /** Ends the machine once; later calls get the same promise. */
   private finish(stop: VcpuStop): Promise<void> {
     this.finishing ??= this.finishOnce(stop);
@@ -330,6 +438,13 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
       const timer = setTimeout(() => void worker.terminate(), 2000);
       timer.unref();
       worker.once('exit', () => clearTimeout(timer));
+    }
+    // The tap fds are shared with the worker: close them only when it is gone
+    // and our readers have noticed the stop (no fd number reuse under them).
+    if (this.taps.length > 0) {
+      await this.workerGone;
+      await Promise.all(this.tapReaders);
+      this.closeTaps();
     }
   }
 }

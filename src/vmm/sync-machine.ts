@@ -44,6 +44,8 @@ import { Tap } from '../net/tap';
 import { writeMpTable } from '../arch/x86/mptable';
 import { linuxEmulatorCmdline, probeCpuidEnforcement } from '../arch/x86/cpuid-probe';
 import { probeSyscallEntry, SyscallEntryFixup } from '../arch/x86/syscall-entry';
+import { GuestDebugRegisters } from '../arch/x86/debug-registers';
+import type { DebugExit } from '../kvm/structs/run';
 import { emulationFailureHandler } from '../arch/x86/emulation-workarounds';
 import { ExitStats } from './exit-stats';
 import { runExitLoop, type ExitLoopContext, type VcpuStop } from './exit-loop';
@@ -177,8 +179,12 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
   readonly virtioConsole?: VirtioConsole;
   /** virtio-net NICs and their taps, in config order. */
   readonly nics: { model: VirtioNet; tap: Tap; ownsTap: boolean }[] = [];
+  /** The ACPI PM1 registers ('pc' platform): the power button. */
+  private acpiPm?: AcpiPowerManagement;
   /** Set by loadLinux on a KVM whose SYSCALL does not reach CPL 0 (syscall-entry.ts). */
   private syscallFixup?: SyscallEntryFixup;
+  /** vCPU 0's hardware breakpoints and single-step, shared by the SYSCALL fix-up and a debugger. */
+  private debugRegistersValue?: GuestDebugRegisters;
 
   private constructor(config: MachineConfig, kvm: Kvm) {
     super();
@@ -303,6 +309,7 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
       sci: (level) => this.vm.setIrqLine(SCI_IRQ, level),
     });
     this.pio.register(PM1A_EVT_PORT, ACPI_PM_IO_LENGTH, pm);
+    this.acpiPm = pm;
   }
 
   static create(config: MachineConfig = {}): SyncMachine {
@@ -501,7 +508,13 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
    * boots turn it on by themselves where the probe finds the problem.
    */
   enableSyscallEntryFixup(): void {
-    this.syscallFixup ??= new SyscallEntryFixup(this.vcpu, this.memory, (message) => this.emit('log', message));
+    this.syscallFixup ??= new SyscallEntryFixup(this.vcpu, this.memory, (message) => this.emit('log', message), this.debugRegisters);
+  }
+
+  /** vCPU 0's debug registers (KVM_SET_GUEST_DEBUG), for everyone who sets breakpoints or single-steps. */
+  get debugRegisters(): GuestDebugRegisters {
+    this.debugRegistersValue ??= new GuestDebugRegisters(this.vcpu);
+    return this.debugRegistersValue;
   }
 
   /** Host input for the guest's console (COM1, or hvc0 with `console: 'virtio'`). Returns how many bytes were accepted. */
@@ -521,6 +534,16 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     return this.nics[index]?.model.receive(frame) ?? false;
   }
 
+  /**
+   * Presses the ACPI fixed-feature power button (acpi-pm.ts): 'sci' if the
+   * guest enabled PWRBTN_EN and got its SCI, 'not-enabled' if the status is
+   * latched but nothing listens yet, 'no-acpi' on the bare platform.
+   */
+  pressPowerButton(): 'sci' | 'not-enabled' | 'no-acpi' {
+    if (!this.acpiPm) return 'no-acpi';
+    return this.acpiPm.pressPowerButton() ? 'sci' : 'not-enabled';
+  }
+
   /** Ends the run at the next exit with the given outcome (used by reset/power-off devices). */
   requestStop(kind: VcpuStop['kind'], reason: string): void {
     this.pendingStop = { kind, reason };
@@ -531,9 +554,11 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
   /**
    * Runs vCPU 0 on this thread until it stops. Blocks the event loop while the
    * guest runs. `afterExit` runs after every exit (and after a kick) on this
-   * thread; `shouldStop` is checked there too.
+   * thread; `shouldStop` is checked there too. `onDebug` sees each
+   * KVM_EXIT_DEBUG after the SYSCALL fix-up has (dispatchDebugExit): a
+   * debugger's breakpoints and steps (debug-target.ts); true if it was its.
    */
-  runSync(hooks: { afterExit?: () => void; shouldStop?: () => boolean } = {}): VcpuStop {
+  runSync(hooks: { afterExit?: () => void; shouldStop?: () => boolean; onDebug?: (exit: DebugExit) => boolean } = {}): VcpuStop {
     const machine = this;
     const fixup = this.syscallFixup;
     let exitsUntilArmCheck = 0;
@@ -559,7 +584,7 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
       onHalt: this.platform === 'pc' ? 'continue' : 'stop',
       onEmulationFailure: this.platform === 'pc' ? this.workarounds : undefined,
       afterExit,
-      onDebug: fixup ? (_vcpu, exit) => fixup.handleDebugExit(exit) : undefined,
+      onDebug: fixup || hooks.onDebug ? (_vcpu, exit) => this.dispatchDebugExit(exit, hooks.onDebug) : undefined,
       shouldStop: hooks.shouldStop,
       get pendingStop() {
         return machine.pendingStop;
@@ -570,6 +595,18 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     this.flushOutput();
     this.emit('stop', stop);
     return stop;
+  }
+
+  /**
+   * A KVM_EXIT_DEBUG goes to the SYSCALL fix-up and to the runner's hook
+   * (a debugger); each takes what its own breakpoints or steps caused. Both
+   * see a single-step trap, since both may be stepping the same instruction.
+   * Handled by neither: the loop stops with a report.
+   */
+  private dispatchDebugExit(exit: DebugExit, debuggerHook?: (exit: DebugExit) => boolean): boolean {
+    const byFixup = this.syscallFixup?.handleDebugExit(exit) ?? false;
+    const byDebugger = debuggerHook?.(exit) ?? false;
+    return byFixup || byDebugger;
   }
 
   /** Exit counts by reason and accesses by device. */

@@ -9,6 +9,9 @@ import { parentPort, receiveMessageOnPort, workerData } from 'worker_threads';
 import { SyncMachine } from './sync-machine';
 import { describeMode } from '../arch/x86/modes';
 import { ByteRing } from './byte-ring';
+import { DebugTarget, DebugTargetError } from './debug-target';
+import type { DebugReply, DebugRequest, DebugStopReason } from './debug-protocol';
+import type { DebugExit } from '../kvm/structs/run';
 import { CONTROL_MAIL, type BootSpec, type MachineStatistics, type WorkerCommand, type WorkerData, type WorkerEvent } from './worker-protocol';
 
 const data = workerData as WorkerData;
@@ -75,17 +78,79 @@ function main(): void {
     const info = load(machine, data.boot);
     machine.vcpu.bindThread();
 
-    // Console input: move bytes from the ring into the UART as it has room.
+    // Console input: move bytes from the ring into the UART (or virtio console) as it has room.
     const feedInput = (): void => {
-      const serial = machine.serial;
-      if (!serial || input.available === 0) return;
-      const room = serial.rxSpace;
-      if (room > 0) serial.receive(input.read(room));
+      if (input.available === 0) return;
+      const room = machine.consoleInputSpace;
+      if (room > 0) machine.sendInput(input.read(room));
+    };
+    // Frames from the taps (machine.ts pumpTap); a NIC with no receive buffer drops (and counts) them.
+    const netInput = data.netInput ? new ByteRing(data.netInput) : undefined;
+    const feedNet = (): void => {
+      if (!netInput || netInput.available === 0) return;
+      for (let record = netInput.readRecord(); record; record = netInput.readRecord()) machine.netReceive(record[0]!, record.subarray(1));
     };
     machine.on('input-space', feedInput);
 
     let mailSeen = Atomics.load(control, CONTROL_MAIL);
     let stopRequested = false;
+    // The debugger's end (debug-target.ts), only when the machine was started with `debug`.
+    const debug = data.debug ? new DebugTarget(machine.vcpu, machine.memory, machine.debugRegisters) : undefined;
+    /** True while hold() keeps the vCPU stopped (pause, or a stop for the debugger). */
+    let held = false;
+
+    /**
+     * Keeps the vCPU out of KVM_RUN, serving commands, until one resumes it
+     * (or asks to stop). The port is read before each sleep, so commands that
+     * arrived together are all seen.
+     */
+    const hold = (): void => {
+      held = true;
+      try {
+        for (;;) {
+          const next = receiveMessageOnPort(data.commands)?.message as WorkerCommand | undefined;
+          if (!next) {
+            Atomics.wait(control, CONTROL_MAIL, mailSeen);
+            mailSeen = Atomics.load(control, CONTROL_MAIL);
+            continue;
+          }
+          if (next.type === 'pause') continue; // stopped already
+          if (next.type === 'debug-interrupt') {
+            // Stopped already (perhaps by pause()): say so to the debugger that asks.
+            if (debug) post({ type: 'debug-stopped', stop: { reason: 'interrupt', pc: debug.pc() } });
+            continue;
+          }
+          if (next.type === 'resume') {
+            debug?.resume('continue'); // steps off a breakpoint at RIP, if any
+            return;
+          }
+          handle(next);
+          if (stopRequested || (next.type === 'debug' && (next.request.op === 'resume' || next.request.op === 'detach'))) return;
+        }
+      } finally {
+        held = false;
+        // Commands posted after the one that resumed are read at the next exit.
+        mailSeen = -1;
+      }
+    };
+    const stopForDebugger = (reason: DebugStopReason): void => {
+      post({ type: 'debug-stopped', stop: { reason, pc: debug!.pc() } });
+      hold();
+      if (!stopRequested) post({ type: 'resumed' });
+    };
+    const serveDebugger = (id: number, request: DebugRequest): void => {
+      let reply: DebugReply;
+      try {
+        if (!debug) throw new DebugTargetError('this machine was started without the `debug` option', 'ENODEBUG');
+        // Resuming means something only while stopped; a running vCPU just goes on.
+        const value = request.op === 'resume' && !held ? undefined : debug.serve(request);
+        reply = { ok: true, value };
+      } catch (err) {
+        reply = { ok: false, error: (err as Error).message, code: (err as { code?: string }).code ?? 'EIO' };
+      }
+      post({ type: 'debug-reply', id, reply });
+    };
+
     const handle = (command: WorkerCommand): void => {
       switch (command.type) {
         case 'stop':
@@ -94,22 +159,21 @@ function main(): void {
         case 'statistics':
           post({ type: 'statistics', id: command.id, statistics: statistics() });
           break;
-        case 'pause': {
+        case 'power-button':
+          post({ type: 'power-button', id: command.id, result: machine.pressPowerButton() });
+          break;
+        case 'pause':
           post({ type: 'paused' });
-          // Sleep until the next command; the vCPU stays out of KVM_RUN.
-          for (;;) {
-            Atomics.wait(control, CONTROL_MAIL, mailSeen);
-            mailSeen = Atomics.load(control, CONTROL_MAIL);
-            const next = receiveMessageOnPort(data.commands)?.message as WorkerCommand | undefined;
-            if (!next) continue;
-            if (next.type === 'resume') break;
-            handle(next);
-            if (stopRequested) break;
-          }
+          hold();
           if (!stopRequested) post({ type: 'resumed' });
           break;
-        }
         case 'resume':
+          break;
+        case 'debug':
+          serveDebugger(command.id, command.request);
+          break;
+        case 'debug-interrupt':
+          if (debug && !held) stopForDebugger('interrupt');
           break;
       }
     };
@@ -119,10 +183,31 @@ function main(): void {
         for (let m = receiveMessageOnPort(data.commands); m; m = receiveMessageOnPort(data.commands)) handle(m.message as WorkerCommand);
       }
       feedInput();
+      feedNet();
+    };
+
+    // With a debugger: breakpoint and single-step exits, and the end of a step
+    // whose trap KVM dropped (debug-target.ts). Without one the loop is unchanged.
+    const onDebug = (exit: DebugExit): boolean => {
+      const outcome = debug!.onDebugExit(exit);
+      if (outcome === undefined) return false;
+      if (outcome !== 'handled') stopForDebugger(outcome);
+      return true;
+    };
+    const afterExitWhileDebugging = (): void => {
+      afterExit();
+      if (!debug!.stepping || stopRequested) return;
+      const outcome = debug!.afterExitWhileStepping();
+      if (outcome !== undefined && outcome !== 'handled') stopForDebugger(outcome);
     };
 
     post({ type: 'started', vcpuFds: [machine.vcpu.fd], info });
-    const stop = machine.runSync({ afterExit, shouldStop: () => stopRequested });
+    if (data.debug?.waitForDebugger) stopForDebugger('attach');
+    const stop = machine.runSync(
+      debug
+        ? { afterExit: afterExitWhileDebugging, shouldStop: () => stopRequested, onDebug }
+        : { afterExit, shouldStop: () => stopRequested },
+    );
     machine.vcpu.unbindThread();
     const final = statistics();
     // Free the VM before saying so: the main thread may end this thread as soon as it hears.

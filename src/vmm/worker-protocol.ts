@@ -6,15 +6,17 @@
 // - console output: a ByteRing (worker writes, main reads), bytes as they come;
 // - console input:  a ByteRing (main writes, worker reads) + a kick so a vCPU
 //   sitting in KVM_RUN comes out to take them;
-// - commands (pause, resume, stop, statistics): a MessagePort. The worker's
+// - commands (pause, resume, stop, statistics, debugger requests): a MessagePort. The worker's
 //   event loop is blocked in KVM_RUN, so it reads the port synchronously with
 //   receiveMessageOnPort after a kick; a shared counter tells it when to look,
 //   which keeps the per-exit cost to one Atomics.load.
-// - events (started, paused, log, stopped, error): postMessage to the parent.
+// - events (started, paused, log, stopped, error, debugger replies and stops):
+//   postMessage to the parent.
 import type { MachineConfig } from './sync-machine';
 import type { CpuMode } from '../arch/x86/modes';
 import type { VcpuStop } from './exit-loop';
 import type { MessagePort } from 'worker_threads';
+import type { DebugReply, DebugRequest, DebugStop } from './debug-protocol';
 
 /** What to put in the VM before it runs. Paths are read by the worker; bytes are copied to it. */
 export type BootSpec =
@@ -45,9 +47,13 @@ export interface WorkerData {
   boot: BootSpec;
   output: SharedArrayBuffer;
   input: SharedArrayBuffer;
+  /** Frames from the host's taps: ByteRing records [NIC index, frame bytes...]. */
+  netInput?: SharedArrayBuffer;
   /** Int32 slots, see CONTROL_*. */
   control: SharedArrayBuffer;
   commands: MessagePort;
+  /** Set when a debugger may attach (Machine option `debug`); see debug-target.ts. */
+  debug?: { waitForDebugger?: boolean };
 }
 
 /** control[CONTROL_MAIL] is bumped after each command posted on the port. */
@@ -58,7 +64,13 @@ export type WorkerCommand =
   | { type: 'pause' }
   | { type: 'resume' }
   | { type: 'stop' }
-  | { type: 'statistics'; id: number };
+  | { type: 'statistics'; id: number }
+  /** Press the ACPI power button; answered with a 'power-button' event. */
+  | { type: 'power-button'; id: number }
+  /** A debugger request (debug-protocol.ts), answered with a 'debug-reply' event. */
+  | { type: 'debug'; id: number; request: DebugRequest }
+  /** Stop the vCPU for the debugger; answered with a 'debug-stopped' event (none if it is stopped already). */
+  | { type: 'debug-interrupt' };
 
 export interface MachineStatistics {
   exits: Record<string, number>;
@@ -78,5 +90,9 @@ export type WorkerEvent =
   | { type: 'resumed' }
   | { type: 'log'; message: string }
   | { type: 'statistics'; id: number; statistics: MachineStatistics }
+  | { type: 'power-button'; id: number; result: 'sci' | 'not-enabled' | 'no-acpi' }
   | { type: 'stopped'; stop: VcpuStop; statistics: MachineStatistics }
+  | { type: 'debug-reply'; id: number; reply: DebugReply }
+  /** The vCPU stopped for the debugger; a 'resumed' event follows when it runs again. */
+  | { type: 'debug-stopped'; stop: DebugStop }
   | { type: 'error'; message: string; code?: string };

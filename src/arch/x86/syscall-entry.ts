@@ -13,7 +13,8 @@
 // kills the process ("modprobe: segfault at ffffffff81c00080"): no user space.
 //
 // The fix, done at the VMM: a hardware breakpoint (KVM_SET_GUEST_DEBUG,
-// KVM_GUESTDBG_USE_HW_BP, DR0) on the first instruction of the guest's page
+// KVM_GUESTDBG_USE_HW_BP; one of DR0-DR3, shared with a debugger through
+// debug-registers.ts) on the first instruction of the guest's page
 // fault handler, found through the IDT (vector 14). Guest kernel code runs in
 // KVM's instruction emulator, which checks such breakpoints before each
 // instruction and exits with KVM_EXIT_DEBUG. At that exit the exception frame
@@ -31,7 +32,7 @@ import type { Vcpu } from '../../kvm/vcpu';
 import type { Kvm } from '../../kvm/kvm';
 import type { Regs } from '../../kvm/structs/regs';
 import type { DebugExit } from '../../kvm/structs/run';
-import { GuestDebug as GuestDebugBits } from '../../kvm/constants';
+import { GuestDebugRegisters } from './debug-registers';
 import { GuestMemory } from '../../memory/guest-memory';
 import { encodeDescriptor, flatSegment, tssSegment } from './gdt';
 import { readLinear } from './code-fetch';
@@ -47,8 +48,8 @@ const RFLAGS_RF = 1n << 16n;
 const RFLAGS_FIXED = 2n; // bit 1 always reads 1
 const PF_ERROR_USER = 4; // SDM Vol. 3A, 4.7: U/S bit of the #PF error code
 const VECTOR_PAGE_FAULT = 14;
-/** DR7: L0 (enable DR0 locally), R/W0 = 00 (instruction), LEN0 = 00 (SDM Vol. 3B, 17.2.4). */
-const DR7_ENABLE_DR0_EXECUTE = 0x1n;
+/** This fix-up's name with the vCPU's debug registers (debug-registers.ts), which a debugger may share. */
+const DEBUG_OWNER = 'syscall-entry';
 
 // ------------------------------------------------------------------ probe
 
@@ -192,7 +193,11 @@ export class SyscallEntryFixup {
     private readonly vcpu: Vcpu,
     private readonly memory: GuestMemory,
     private readonly log: (message: string) => void = () => {},
-  ) {}
+    private readonly debugRegisters: GuestDebugRegisters = new GuestDebugRegisters(vcpu),
+  ) {
+    // One debug register stays ours even while a debugger holds the others.
+    debugRegisters.reserve(DEBUG_OWNER, 1);
+  }
 
   get armed(): boolean {
     return this.handler !== undefined;
@@ -218,15 +223,9 @@ export class SyscallEntryFixup {
     this.log(`SYSCALL from user mode does not switch to CPL 0 on this KVM; finishing it at the guest's page-fault handler (0x${handler.toString(16)}) with a hardware breakpoint`);
   }
 
+  /** On: an instruction breakpoint on the handler. Off: no breakpoint, single-step one instruction instead. */
   private setBreakpoint(on: boolean): void {
-    if (on) {
-      this.vcpu.setGuestDebug({
-        control: GuestDebugBits.ENABLE | GuestDebugBits.USE_HW_BP,
-        debugreg: [this.handler!, 0n, 0n, 0n, 0n, 0n, 0n, DR7_ENABLE_DR0_EXECUTE],
-      });
-    } else {
-      this.vcpu.setGuestDebug({ control: GuestDebugBits.ENABLE | GuestDebugBits.SINGLESTEP, debugreg: [] });
-    }
+    this.debugRegisters.update(DEBUG_OWNER, on ? { breakpoints: [this.handler!], singleStep: false } : { breakpoints: [], singleStep: true });
   }
 
   /** Handles a KVM_EXIT_DEBUG caused by this fix-up; false if it is someone else's. */
