@@ -20,6 +20,8 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -336,6 +338,62 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, 0);
 }
 
+// runFor(vcpuFd, microseconds) -> like run(), but KVM_RUN is interrupted
+// (-EINTR) after at most `microseconds`: how one thread time-slices several
+// vCPUs (SMP on one vCPU worker, see sync-machine.ts). A per-thread POSIX
+// timer delivers the kick signal to this thread (SIGEV_THREAD_ID). The timer
+// is periodic, so a signal that lands between arming and entering KVM_RUN
+// (where it cannot interrupt anything) is followed by another one a period
+// later instead of leaving a halted vCPU blocked for good.
+
+struct SliceTimer {
+  timer_t id;
+  bool created = false;
+  // Deleted when the vCPU worker's thread ends (thread_local destructor), so
+  // create/destroy cycles of SMP machines leave no timers behind.
+  ~SliceTimer() {
+    if (created) timer_delete(id);
+  }
+};
+thread_local SliceTimer t_slice;
+
+Napi::Value RunFor(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd, micros;
+  if (!ArgInt(info, 0, &fd) || !ArgInt(info, 1, &micros) || micros < 1 || micros > 10000000)
+    return ThrowType(env, "runFor(fd, microseconds 1..10^7)");
+  if (!t_slice.created) {
+    InstallKickHandler();
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = KickSignal();
+    sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+    if (timer_create(CLOCK_MONOTONIC, &sev, &t_slice.id) != 0) return ThrowErrno(env, "timer_create", errno);
+    t_slice.created = true;
+  }
+  struct itimerspec slice;
+  slice.it_value.tv_sec = micros / 1000000;
+  slice.it_value.tv_nsec = (micros % 1000000) * 1000;
+  slice.it_interval = slice.it_value;
+  timer_settime(t_slice.id, 0, &slice, nullptr);
+  int r = ioctl((int)fd, KVM_RUN, 0);
+  int err = errno;
+  struct itimerspec off;
+  memset(&off, 0, sizeof off);
+  timer_settime(t_slice.id, 0, &off, nullptr);
+  if (r < 0) {
+    if (err == EINTR || err == EAGAIN) {
+      std::lock_guard<std::mutex> lock(g_vcpus_mutex);
+      auto it = g_vcpus.find((int)fd);
+      if (it != g_vcpus.end()) __atomic_store_n(&it->second.run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+      return Napi::Number::New(env, -err);
+    }
+    return ThrowErrno(env, "KVM_RUN", err);
+  }
+  return Napi::Number::New(env, 0);
+}
+
 // --------------------------------------------------------------- eventfd
 
 Napi::Value EventFd(const Napi::CallbackInfo& info) {
@@ -447,6 +505,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("unbindVcpuThread", Napi::Function::New(env, UnbindVcpuThread));
   exports.Set("kick", Napi::Function::New(env, Kick));
   exports.Set("run", Napi::Function::New(env, Run));
+  exports.Set("runFor", Napi::Function::New(env, RunFor));
   exports.Set("eventfd", Napi::Function::New(env, EventFd));
   exports.Set("eventfdRead", Napi::Function::New(env, EventFdRead));
   exports.Set("eventfdWrite", Napi::Function::New(env, EventFdWrite));

@@ -19,6 +19,8 @@ export interface NativeAddon {
   kick(vcpuFd: number): boolean;
   /** KVM_RUN: 0 on an exit, -EINTR/-EAGAIN when interrupted; throws otherwise. */
   run(vcpuFd: number): number;
+  /** KVM_RUN interrupted (-EINTR) after at most `microseconds` (time-slicing several vCPUs on one thread). */
+  runFor(vcpuFd: number, microseconds: number): number;
   eventfd(initval?: number, flags?: number): number;
   eventfdRead(fd: number): number | null;
   eventfdWrite(fd: number, value: number): void;

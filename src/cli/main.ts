@@ -1,13 +1,13 @@
 // The `tskvm` command.
 //
-// Exit codes: 0 the guest halted or powered off; 1 a host-side problem (bad
-// option, missing file, no /dev/kvm, ...) reported in one sentence; 2 the guest
-// stopped on an error (emulation failure, triple fault, failed entry), with a
-// report on stderr.
+// Exit codes: 0 the guest halted, powered off or reset; 1 a host-side problem
+// (bad option, missing file, no /dev/kvm, ...) reported in one sentence; 2 the
+// guest stopped on an error (emulation failure, triple fault, failed entry),
+// with a report on stderr.
 import * as fs from 'fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { Kvm } from '../kvm/kvm';
-import { SyncMachine, type DiskConfig, type NetConfig } from '../vmm/sync-machine';
+import { MAX_CPUS, SyncMachine, type DiskConfig, type NetConfig } from '../vmm/sync-machine';
 import { parseMac } from '../virtio/virtio-net';
 import { formatExitReport } from '../vmm/exit-report';
 import { formatCountTable } from '../vmm/exit-stats';
@@ -67,6 +67,18 @@ function netOption(value: string, previous: NetConfig[] = []): NetConfig[] {
   return [...previous, { tap, ...(mac === undefined ? {} : { mac }) }];
 }
 
+/** `run-binary --cpus N`: 1..MAX_CPUS (they share one thread, sync-machine.ts). */
+function cpusOption(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_CPUS) throw new InvalidArgumentError(`must be an integer from 1 to ${MAX_CPUS}`);
+  return n;
+}
+
+/** `run-binary`'s platform: as given, else 'pc' when there are several vCPUs (they need the in-kernel APICs). */
+function binaryPlatform(options: { cpus: number; platform?: 'bare' | 'pc' }): 'bare' | 'pc' {
+  return options.platform ?? (options.cpus > 1 ? 'pc' : 'bare');
+}
+
 function sizeOption(value: string): string {
   try {
     parseSize(value);
@@ -93,6 +105,8 @@ interface RunBinaryOptions {
   load: number;
   entry?: number;
   mem: string;
+  cpus: number;
+  platform?: 'bare' | 'pc';
   trace?: boolean;
   stats?: boolean;
   logUnclaimed?: boolean;
@@ -110,7 +124,14 @@ function printStats(machine: SyncMachine): void {
 
 function runBinary(file: string, options: RunBinaryOptions): number {
   const image = readImage(file, 'binary');
-  const machine = SyncMachine.create({ memory: options.mem, trace: options.trace, logUnclaimed: options.logUnclaimed, kvmPath: options.kvmDevice });
+  const machine = SyncMachine.create({
+    memory: options.mem,
+    cpus: options.cpus,
+    platform: options.platform,
+    trace: options.trace,
+    logUnclaimed: options.logUnclaimed,
+    kvmPath: options.kvmDevice,
+  });
   try {
     machine.on('output', (data) => process.stdout.write(data));
     machine.on('log', (message) => process.stderr.write(`tskvm: ${message}\n`));
@@ -154,13 +175,21 @@ export function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--load <address>', 'guest physical load address', addressOption, 0x8000)
     .option('--entry <address>', 'entry point (default: the load address)', addressOption)
     .option('--mem <size>', 'guest RAM size (e.g. 2M, 64M)', sizeOption, '2M')
+    .option('--cpus <n>', `vCPUs (1 to ${MAX_CPUS}): vCPU 0 starts at the entry point, the others wait for INIT/SIPI; more than 1 implies --platform pc`, cpusOption, 1)
+    .addOption(
+      new Option(
+        '--platform <platform>',
+        'bare: HLT ends the run; pc: in-kernel APICs, PIC and PIT, i8042, ACPI PM (HLT does not end the run: the guest ends it with an i8042 reset or ACPI S5) (default: bare; pc with --cpus > 1)',
+      ).choices(['bare', 'pc']),
+    )
     .option('--trace', 'print every VM exit, decoded, on stderr')
     .option('--stats', 'print exit and device statistics on stderr at the end')
     .option('--log-unclaimed', 'log accesses to ports/addresses no device claims')
     .option('--kvm-device <path>', 'the KVM device node', '/dev/kvm')
     .option('--web <host:port>', WEB_OPTION_HELP, webOption)
     .option('--gdb <host:port>', GDB_OPTION_HELP, gdbAddressOption)
-    .action(async (file: string, options: RunBinaryOptions) => {
+    .action(async (file: string, given: RunBinaryOptions) => {
+      const options = { ...given, platform: binaryPlatform(given) };
       const web = options.web;
       const gdb = options.gdb;
       // The web console and the gdb stub need the event loop free: the guest then runs on a vCPU worker.

@@ -15,7 +15,7 @@ import type { ListenAddress } from '../web/listen-address';
 import { gdbWaitingLine, listenForGdb, type GdbAddress } from './gdb-option';
 import type { GdbStub } from '../gdb/gdb-stub';
 import type { VcpuStop } from '../vmm/exit-loop';
-import type { DiskConfig, NetConfig } from '../vmm/sync-machine';
+import { MAX_CPUS, type DiskConfig, type NetConfig } from '../vmm/sync-machine';
 
 export interface RunOptions {
   kernel: string;
@@ -81,9 +81,10 @@ export async function runCommand(options: RunOptions, log: (line: string) => voi
     const problem = checkReadableFile(disk.path, 'disk image');
     if (problem) throw new MachineStartError(problem, 'ENOENT');
   }
-  if (options.cpus !== 1) throw new MachineStartError(`--cpus ${options.cpus}: this version of tskvm boots Linux with one vCPU.`, 'ECONFIG');
+  if (options.cpus > MAX_CPUS) throw new MachineStartError(`--cpus ${options.cpus}: tskvm runs at most ${MAX_CPUS} vCPUs (they share one thread).`, 'ECONFIG');
   const machine = new Machine({
     memory: options.memory,
+    cpus: options.cpus,
     kvmPath: options.kvmDevice,
     trace: options.trace,
     logUnclaimed: options.logUnclaimed,

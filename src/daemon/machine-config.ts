@@ -6,6 +6,7 @@
 //
 //   { "memory": "2M", "platform": "bare",
 //     "boot": { "kind": "binary", "file": "guest.bin", "mode": "long" } }
+import { MAX_CPUS } from '../vmm/sync-machine';
 import * as path from 'path';
 import type { MachineOptions } from '../vmm/machine';
 import type { DiskConfig, NetConfig } from '../vmm/sync-machine';
@@ -13,6 +14,7 @@ import { parseAddress, parseSize } from '../vmm/size';
 
 export interface MachineConfigJson {
   memory?: string | number;
+  cpus?: number;
   platform?: 'bare' | 'pc';
   kvmPath?: string;
   debugConsole?: boolean;
@@ -34,7 +36,7 @@ export class MachineConfigJsonError extends Error {}
 
 type Json = Record<string, unknown>;
 
-const TOP_LEVEL = ['memory', 'platform', 'kvmPath', 'debugConsole', 'serial', 'logUnclaimed', 'trace', 'rng', 'disks', 'net', 'console', 'outputBufferSize', 'boot'];
+const TOP_LEVEL = ['memory', 'cpus', 'platform', 'kvmPath', 'debugConsole', 'serial', 'logUnclaimed', 'trace', 'rng', 'disks', 'net', 'console', 'outputBufferSize', 'boot'];
 const LINUX_BOOT = ['kind', 'kernel', 'initrd', 'cmdline', 'emulatorWorkarounds'];
 const BINARY_BOOT = ['kind', 'file', 'mode', 'load', 'entry'];
 /** Beyond this a guest address cannot be in RAM (MachineConfig allows at most 3 GiB). */
@@ -160,6 +162,11 @@ export function parseMachineConfig(value: unknown, cwd: string): MachineOptions 
       fail(`config.memory: ${(err as Error).message}`);
     }
     options.memory = value.memory;
+  }
+  if (value.cpus !== undefined) {
+    const n = value.cpus;
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > MAX_CPUS) fail(`config.cpus must be an integer from 1 to ${MAX_CPUS}`);
+    options.cpus = n;
   }
   const platform = oneOf(value, 'platform', ['bare', 'pc'] as const, 'config');
   if (platform !== undefined) options.platform = platform;

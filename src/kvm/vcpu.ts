@@ -79,6 +79,23 @@ export class Vcpu {
     return decodeExit(this.runView);
   }
 
+  /** Like run(), but KVM_RUN returns ({ reason: 'intr' }) after at most `microseconds` (time-slicing vCPUs on one thread). */
+  runFor(microseconds: number): VcpuExit {
+    const r = native.runFor(this.fd, microseconds);
+    if (r < 0) return { reason: 'intr' };
+    return decodeExit(this.runView);
+  }
+
+  /**
+   * KVM_GET_MP_STATE (KVM API doc 4.38): 0 RUNNABLE, 1 UNINITIALIZED (an AP
+   * waiting for INIT/SIPI), 2 INIT_RECEIVED, 3 HALTED, 4 SIPI_RECEIVED.
+   */
+  getMpState(): number {
+    const buf = new Uint32Array(1);
+    native.ioctl(this.fd, KVM.GET_MP_STATE, buf);
+    return buf[0]!;
+  }
+
   /** Decodes the exit currently described by the kvm_run page. */
   currentExit(): VcpuExit {
     return decodeExit(this.runView);

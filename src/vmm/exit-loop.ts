@@ -61,6 +61,13 @@ export interface ExitLoopContext {
   onEmulationFailure?: EmulationFailureHandler;
   /** KVM_EXIT_DEBUG from a breakpoint the VMM set for itself: true if handled (run again). */
   onDebug?: (vcpu: Vcpu, exit: VcpuExit & { reason: 'debug' }) => boolean;
+  /**
+   * Several vCPUs on this one thread (SMP): how to run the current one (a
+   * bounded KVM_RUN, Vcpu.runFor), and which vCPU runs after an interrupted
+   * run (the slice ended, or a kick). The loop sets ctx.vcpu to it, so every
+   * handler sees the vCPU whose exit it handles.
+   */
+  schedule?: { run: (vcpu: Vcpu) => VcpuExit; next: (vcpu: Vcpu) => Vcpu };
   /** A device or handler error: report and stop, or log and go on (default: stop). */
   onDeviceError?: (error: unknown, exit: VcpuExit) => 'stop' | 'continue';
   /** Set by devices (i8042 reset, power-off port) to end the loop cleanly. */
@@ -140,14 +147,15 @@ function stopWithReport(ctx: ExitLoopContext, exit: VcpuExit, kind: VcpuStopKind
 
 /** Runs the vCPU until it stops; returns why. */
 export function runExitLoop(ctx: ExitLoopContext): VcpuStop {
-  const { vcpu } = ctx;
   const stats = ctx.stats;
+  const schedule = ctx.schedule;
   for (;;) {
     ctx.afterExit?.();
     if (ctx.pendingStop) return { ...ctx.pendingStop };
     if (ctx.shouldStop?.()) return { kind: 'stopped', reason: 'stopped by the host' };
 
-    const exit = vcpu.run();
+    const vcpu = ctx.vcpu;
+    const exit = schedule ? schedule.run(vcpu) : vcpu.run();
     stats?.count(exit);
     if (ctx.trace && exit.reason !== 'intr') ctx.trace(describeExitForTrace(vcpu, exit));
 
@@ -162,7 +170,9 @@ export function runExitLoop(ctx: ExitLoopContext): VcpuStop {
         case 'intr':
         case 'irq_window_open':
           // Interrupted by a kick/signal, or an interrupt window we asked for:
-          // loop around to check the stop flag and run again.
+          // loop around to check the stop flag and run again (with SMP, the
+          // next vCPU's turn).
+          if (schedule && exit.reason === 'intr') ctx.vcpu = schedule.next(vcpu);
           continue;
         case 'hlt':
           if ((ctx.onHalt ?? 'stop') === 'continue') continue;

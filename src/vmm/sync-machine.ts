@@ -93,6 +93,12 @@ export interface MachineConfig {
   trace?: boolean | ((line: string) => void);
   /** A virtio entropy device on PCI ('pc' platform; `--rng`): the guest's /dev/hwrng. */
   rng?: boolean;
+  /**
+   * Number of vCPUs (default 1; more needs the 'pc' platform). They share the
+   * one vCPU thread, time-sliced (see runSync), and are described to the
+   * guest by the MP table and the ACPI MADT.
+   */
+  cpus?: number;
   /** virtio-blk disks on PCI, in order: the guest sees /dev/vda, /dev/vdb, ... */
   disks?: DiskConfig[];
   /** virtio-net NICs on PCI (eth0, eth1, ...). */
@@ -151,12 +157,30 @@ export class MachineConfigError extends Error {
 /** Guest RAM sizes we accept: at least 64 KiB (real-mode programs), below the 3 GiB MMIO hole. */
 const MIN_MEMORY = 64 * 1024;
 const MAX_MEMORY = 3 * 1024 * 1024 * 1024;
+/** vCPUs per machine: they share one thread, so more would only slow each other down. */
+export const MAX_CPUS = 8;
+/**
+ * Time slice of a running vCPU when several share the thread, and of a halted
+ * one (it only has to notice an interrupt). Short, because a guest that waits
+ * for another CPU (an IPI answered, a TLB shootdown, text_poke's sync) spins
+ * for the rest of its slice before that CPU gets to run: Linux boots with 2
+ * vCPUs in about twice the time of 1 with 4 ms slices; a rotation costs a few
+ * microseconds (an ioctl for the MP state, two timer_settime calls).
+ */
+const SLICE_RUNNING_US = 1000;
+const SLICE_HALTED_US = 200;
+/** KVM_MP_STATE_UNINITIALIZED and KVM_MP_STATE_HALTED (KVM API doc 4.38). */
+const MP_STATE_UNINITIALIZED = 1;
+const MP_STATE_HALTED = 3;
 
 export class SyncMachine extends EventEmitter<MachineEvents> {
   readonly kvm: Kvm;
   readonly vm: Vm;
   readonly memory: GuestMemory;
+  /** vCPU 0, the bootstrap processor. */
   readonly vcpu: Vcpu;
+  /** All vCPUs; index = vCPU id = local APIC id. */
+  readonly vcpus: Vcpu[] = [];
   readonly pio: PioBus;
   readonly mmio: MmioBus;
   readonly stats = new ExitStats();
@@ -181,8 +205,8 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
   readonly nics: { model: VirtioNet; tap: Tap; ownsTap: boolean }[] = [];
   /** The ACPI PM1 registers ('pc' platform): the power button. */
   private acpiPm?: AcpiPowerManagement;
-  /** Set by loadLinux on a KVM whose SYSCALL does not reach CPL 0 (syscall-entry.ts). */
-  private syscallFixup?: SyscallEntryFixup;
+  /** Set by loadLinux on a KVM whose SYSCALL does not reach CPL 0 (syscall-entry.ts): one per vCPU. */
+  private readonly syscallFixups = new Map<Vcpu, SyscallEntryFixup>();
   /** vCPU 0's hardware breakpoints and single-step, shared by the SYSCALL fix-up and a debugger. */
   private debugRegistersValue?: GuestDebugRegisters;
 
@@ -202,6 +226,10 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     else if (config.trace) this.trace = (line) => process.stderr.write(line + '\n');
 
     this.platform = config.platform ?? 'bare';
+    const cpus = config.cpus ?? 1;
+    if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS)
+      throw new MachineConfigError(`cpus must be an integer from 1 to ${MAX_CPUS} (got ${config.cpus})`);
+    if (cpus > 1 && this.platform !== 'pc') throw new MachineConfigError("more than one vCPU needs the 'pc' platform (APIC, MP table)");
     this.vm = kvm.createVm();
     let memory: GuestMemory | undefined;
     try {
@@ -218,12 +246,20 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
         this.vm.createIrqchip();
         this.vm.createPit2();
       }
-      this.vcpu = this.vm.createVcpu(0);
-      this.vcpu.setCpuid(buildGuestCpuid(kvm.supportedCpuid(), { vcpuId: 0, cpuCount: 1 }));
-      if (this.platform === 'pc') {
-        this.vcpu.setMsrs(bootMsrs());
-        setupLapicVirtualWire(this.vcpu);
+      // vCPU 0 is the bootstrap processor; with the in-kernel irqchip KVM
+      // keeps the others in UNINITIALIZED until the guest sends INIT/SIPI
+      // (KVM API doc, KVM_SET_MP_STATE; SDM Vol. 3A 9.4 MP initialization).
+      const supported = kvm.supportedCpuid();
+      for (let id = 0; id < cpus; id++) {
+        const vcpu = this.vm.createVcpu(id);
+        vcpu.setCpuid(buildGuestCpuid(supported, { vcpuId: id, cpuCount: cpus }));
+        if (this.platform === 'pc') {
+          vcpu.setMsrs(bootMsrs());
+          setupLapicVirtualWire(vcpu);
+        }
+        this.vcpus.push(vcpu);
       }
+      this.vcpu = this.vcpus[0]!;
     } catch (err) {
       memory?.close();
       this.vm.close();
@@ -492,12 +528,12 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     const info = loadLinux(this.memory, { ...options, kernel, initrd, cmdline });
     if (addSwitches && mode === 'auto') notes.push("this KVM ignores the CPUID policy; added 'noxsave clearcpuid=... cryptomgr.notests' to the kernel command line");
     for (const note of notes) this.emit('log', note);
-    writeMpTable(this.memory, { cpus: 1 });
+    writeMpTable(this.memory, { cpus: this.vcpus.length });
     // PCI resources: without firmware, tskvm places the BARs itself (like a BIOS would).
     this.pci?.assignResources(PCI_WINDOWS);
     // ACPI tables: the FADT's PM1 control block is how Linux powers off (S5);
     // the DSDT describes the PCI root bridge, its windows and INTx routing (_PRT).
-    const acpi = writeAcpiTables(this.memory, { cpus: 1, pci: this.pci ? { ...PCI_WINDOWS, slots: 32 } : undefined });
+    const acpi = writeAcpiTables(this.memory, { cpus: this.vcpus.length, pci: this.pci ? { ...PCI_WINDOWS, slots: 32 } : undefined });
     this.memory.writeU64(info.bootParams + BP_ACPI_RSDP_ADDR, BigInt(acpi.rsdp));
     setupMode('long', this.vcpu, this.memory, { entry: info.entry, regs: { rsi: BigInt(info.bootParams) } });
     return { ...info, cmdline };
@@ -508,7 +544,11 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
    * boots turn it on by themselves where the probe finds the problem.
    */
   enableSyscallEntryFixup(): void {
-    this.syscallFixup ??= new SyscallEntryFixup(this.vcpu, this.memory, (message) => this.emit('log', message), this.debugRegisters);
+    if (this.syscallFixups.size > 0) return;
+    const log = (message: string): void => void this.emit('log', message);
+    // One per vCPU: each has its own debug registers (vCPU 0's are shared with a debugger).
+    for (const vcpu of this.vcpus)
+      this.syscallFixups.set(vcpu, new SyscallEntryFixup(vcpu, this.memory, vcpu === this.vcpu ? log : () => {}, vcpu === this.vcpu ? this.debugRegisters : undefined));
   }
 
   /** vCPU 0's debug registers (KVM_SET_GUEST_DEBUG), for everyone who sets breakpoints or single-steps. */
@@ -560,18 +600,19 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
    */
   runSync(hooks: { afterExit?: () => void; shouldStop?: () => boolean; onDebug?: (exit: DebugExit) => boolean } = {}): VcpuStop {
     const machine = this;
-    const fixup = this.syscallFixup;
+    const fixups = [...this.syscallFixups.values()];
     let exitsUntilArmCheck = 0;
-    const afterExit = fixup
-      ? () => {
-          // Look for the guest's IDT now and then: often until armed, rarely after.
-          if (--exitsUntilArmCheck <= 0) {
-            fixup.arm();
-            exitsUntilArmCheck = fixup.armed ? 65536 : 2048;
+    const afterExit =
+      fixups.length > 0
+        ? () => {
+            // Look for the guest's IDT now and then: often until armed, rarely after.
+            if (--exitsUntilArmCheck <= 0) {
+              for (const fixup of fixups) fixup.arm();
+              exitsUntilArmCheck = fixups.every((f) => f.armed) ? 65536 : 2048;
+            }
+            hooks.afterExit?.();
           }
-          hooks.afterExit?.();
-        }
-      : hooks.afterExit;
+        : hooks.afterExit;
     const ctx: ExitLoopContext = {
       vcpu: this.vcpu,
       memory: this.memory,
@@ -584,7 +625,8 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
       onHalt: this.platform === 'pc' ? 'continue' : 'stop',
       onEmulationFailure: this.platform === 'pc' ? this.workarounds : undefined,
       afterExit,
-      onDebug: fixup || hooks.onDebug ? (_vcpu, exit) => this.dispatchDebugExit(exit, hooks.onDebug) : undefined,
+      onDebug: fixups.length > 0 || hooks.onDebug ? (vcpu, exit) => this.dispatchDebugExit(vcpu, exit, hooks.onDebug) : undefined,
+      schedule: this.vcpus.length > 1 ? this.roundRobin() : undefined,
       shouldStop: hooks.shouldStop,
       get pendingStop() {
         return machine.pendingStop;
@@ -603,10 +645,33 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
    * see a single-step trap, since both may be stepping the same instruction.
    * Handled by neither: the loop stops with a report.
    */
-  private dispatchDebugExit(exit: DebugExit, debuggerHook?: (exit: DebugExit) => boolean): boolean {
-    const byFixup = this.syscallFixup?.handleDebugExit(exit) ?? false;
-    const byDebugger = debuggerHook?.(exit) ?? false;
+  private dispatchDebugExit(vcpu: Vcpu, exit: DebugExit, debuggerHook?: (exit: DebugExit) => boolean): boolean {
+    const byFixup = this.syscallFixups.get(vcpu)?.handleDebugExit(exit) ?? false;
+    // The debugger drives vCPU 0 only.
+    const byDebugger = vcpu === this.vcpu ? (debuggerHook?.(exit) ?? false) : false;
     return byFixup || byDebugger;
+  }
+
+  /**
+   * SMP on one thread: each vCPU runs for a time slice (a bounded KVM_RUN),
+   * then the next one gets the thread, like a uniprocessor host scheduling
+   * vCPU threads. A vCPU sitting in HLT, or an AP still waiting for its
+   * INIT/SIPI, gets a short slice: enough to take an interrupt that is
+   * pending, without keeping a busy vCPU waiting for nothing. Spin-waits
+   * across vCPUs (IPIs, stop_machine) cost up to a slice each.
+   */
+  private roundRobin(): NonNullable<ExitLoopContext['schedule']> {
+    const vcpus = this.vcpus;
+    const sliceOf = new Map<Vcpu, number>(vcpus.map((v) => [v, SLICE_RUNNING_US]));
+    return {
+      run: (vcpu) => vcpu.runFor(sliceOf.get(vcpu)!),
+      next: (vcpu) => {
+        const next = vcpus[(vcpus.indexOf(vcpu) + 1) % vcpus.length]!;
+        const state = next.getMpState();
+        sliceOf.set(next, state === MP_STATE_HALTED || state === MP_STATE_UNINITIALIZED ? SLICE_HALTED_US : SLICE_RUNNING_US);
+        return next;
+      },
+    };
   }
 
   /** Exit counts by reason and accesses by device. */
@@ -631,7 +696,12 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
       },
       workarounds: {
         ...Object.fromEntries(this.workarounds.counts),
-        ...(this.syscallFixup ? { 'syscall entry': this.syscallFixup.counts.syscalls, 'page faults stepped over': this.syscallFixup.counts.pageFaults } : {}),
+        ...(this.syscallFixups.size > 0
+          ? {
+              'syscall entry': [...this.syscallFixups.values()].reduce((n, f) => n + f.counts.syscalls, 0),
+              'page faults stepped over': [...this.syscallFixups.values()].reduce((n, f) => n + f.counts.pageFaults, 0),
+            }
+          : {}),
       },
     };
   }

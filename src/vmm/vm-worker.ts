@@ -76,7 +76,7 @@ function main(): void {
     machine.on('log', (message) => post({ type: 'log', message }));
     machine.setConsoleSink((byte) => output.writeByte(byte));
     const info = load(machine, data.boot);
-    machine.vcpu.bindThread();
+    for (const vcpu of machine.vcpus) vcpu.bindThread();
 
     // Console input: move bytes from the ring into the UART (or virtio console) as it has room.
     const feedInput = (): void => {
@@ -201,14 +201,14 @@ function main(): void {
       if (outcome !== undefined && outcome !== 'handled') stopForDebugger(outcome);
     };
 
-    post({ type: 'started', vcpuFds: [machine.vcpu.fd], info });
+    post({ type: 'started', vcpuFds: machine.vcpus.map((v) => v.fd), info });
     if (data.debug?.waitForDebugger) stopForDebugger('attach');
     const stop = machine.runSync(
       debug
         ? { afterExit: afterExitWhileDebugging, shouldStop: () => stopRequested, onDebug }
         : { afterExit, shouldStop: () => stopRequested },
     );
-    machine.vcpu.unbindThread();
+    for (const vcpu of machine.vcpus) vcpu.unbindThread();
     const final = statistics();
     // Free the VM before saying so: the main thread may end this thread as soon as it hears.
     machine.close();
