@@ -116,3 +116,42 @@ test('creating and destroying VMs leaves no file descriptors behind', async () =
   await settle();
   expect(fds()).toBeLessThanOrEqual(before);
 });
+
+test('reset() reboots the guest from its config: fresh RAM and statistics, same console and listeners', async () => {
+  // The guest writes a counter byte in RAM at 0x7000 and the digit on the console.
+  // 16-bit: mov $0x700,%ax; mov %ax,%ds; incb (0); mov (0),%al; add $'0',%al; mov $0x3f8,%dx; out %al,(%dx); 1: jmp 1b
+  const COUNT = Uint8Array.of(0xb8, 0x00, 0x07, 0x8e, 0xd8, 0xfe, 0x06, 0x00, 0x00, 0xa0, 0x00, 0x00, 0x04, 0x30, 0xba, 0xf8, 0x03, 0xee, 0xeb, 0xfe);
+  const machine = new Machine({ memory: '1M', boot: { kind: 'binary', file: COUNT, mode: 'real' } });
+  const out = collect(machine);
+  let resets = 0;
+  machine.on('reset', () => resets++);
+  try {
+    await machine.start();
+    await out.waitFor('1');
+    const before = await machine.readStatistics();
+    await machine.reset();
+    // RAM starts from zero again: the counter prints 1 again, not 2.
+    await new Promise<void>((resolve) => {
+      const poll = setInterval(() => {
+        if (out.text() === '11') {
+          clearInterval(poll);
+          resolve();
+        }
+      }, 5);
+    });
+    expect(out.text()).toBe('11');
+    expect(resets).toBe(1);
+    expect(machine.state).toBe('running');
+    const after = await machine.readStatistics();
+    expect(after!.devices.serial8250).toBe(1);
+    expect(before!.devices.serial8250).toBe(1);
+    // Paused machines reset too (resumed first); a stopped one cannot.
+    await machine.pause();
+    await machine.reset();
+    await out.waitFor('111');
+    expect((await machine.stop()).kind).toBe('stopped');
+    await expect(machine.reset()).rejects.toThrow(/stopped/);
+  } finally {
+    await machine.stop();
+  }
+});

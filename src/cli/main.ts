@@ -17,10 +17,9 @@ import { runCommand, type RunOptions } from './run-command';
 import { registerManageCommands } from './manage-commands';
 import { writeInitramfs } from '../initramfs/build';
 import { webOption, WEB_OPTION_HELP } from './web-option';
-import { runBinaryWithWeb } from './run-binary-web';
+import { runBinaryOnWorker } from './run-binary-async';
 import type { ListenAddress } from '../web/listen-address';
 import { gdbAddressOption, GDB_OPTION_HELP, type GdbAddress } from './gdb-option';
-import { runBinaryWithGdb } from './run-binary-gdb';
 
 export const EXIT_OK = 0;
 export const EXIT_HOST_ERROR = 1;
@@ -193,8 +192,8 @@ export function buildProgram(setExitCode: (code: number) => void): Command {
       const web = options.web;
       const gdb = options.gdb;
       // The web console and the gdb stub need the event loop free: the guest then runs on a vCPU worker.
-      if (gdb) return setExitCode(await runBinaryWithGdb(readImage(file, 'binary'), { ...options, gdb }, (line) => process.stderr.write(line + '\n')));
-      setExitCode(web ? await runBinaryWithWeb(readImage(file, 'binary'), { ...options, web }, (line) => process.stderr.write(line + '\n')) : runBinary(file, options));
+      if (gdb || web) return setExitCode(await runBinaryOnWorker(readImage(file, 'binary'), { ...options, gdb, web }, (line) => process.stderr.write(line + '\n')));
+      setExitCode(runBinary(file, options));
     });
 
   program

@@ -99,6 +99,7 @@
 import * as nodeFs from 'fs';
 import * as path from 'path';
 import type { Chain, SplitQueue } from './split-queue';
+import { readConfigBytes } from './virtio-pci';
 import type { VirtioDeviceModel } from './virtio-pci';
 
 /** Virtio device id of the block device (§5.2.1). */
@@ -381,13 +382,7 @@ export class VirtioBlk implements VirtioDeviceModel {
   // ---- VirtioDeviceModel ------------------------------------------------------
 
   readConfig(offset: number, size: number): number {
-    let value = 0;
-    for (let i = 0; i < size; i++) {
-      const at = offset + i;
-      const byte = Number.isInteger(at) && at >= 0 && at < this.config.length ? this.config[at] : 0;
-      value |= byte << (8 * i);
-    }
-    return value >>> 0;
+    return readConfigBytes(this.config, offset, size);
   }
 
   writeConfig(_offset: number, _size: number, _value: number): void {

@@ -88,6 +88,7 @@
 // a separate, complete withQueue step.
 
 import type { Chain, Segment, SplitQueue } from './split-queue';
+import { readConfigBytes } from './virtio-pci';
 import type { VirtioDeviceModel, VirtioTransport } from './virtio-pci';
 
 /** Virtio device id of the console device (§5.3.1). */
@@ -287,13 +288,7 @@ export class VirtioConsole implements VirtioDeviceModel {
   }
 
   readConfig(offset: number, size: number): number {
-    let value = 0;
-    for (let i = 0; i < size; i++) {
-      const at = offset + i;
-      const byte = at >= 0 && at < VIRTIO_CONSOLE_CONFIG_SIZE ? this.config[at] : 0;
-      value |= byte << (8 * i);
-    }
-    return value >>> 0;
+    return readConfigBytes(this.config, offset, size);
   }
 
   writeConfig(offset: number, size: number, value: number): void {

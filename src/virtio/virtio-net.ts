@@ -100,6 +100,7 @@
 
 import { randomBytes } from 'crypto';
 import type { Chain, SplitQueue } from './split-queue';
+import { readConfigBytes } from './virtio-pci';
 import type { VirtioDeviceModel, VirtioTransport } from './virtio-pci';
 
 /** Virtio device id of the network device (§5.1.1). */
@@ -338,13 +339,7 @@ export class VirtioNet implements VirtioDeviceModel {
   }
 
   readConfig(offset: number, size: number): number {
-    let value = 0;
-    for (let i = 0; i < size; i++) {
-      const at = offset + i;
-      const byte = at >= 0 && at < VIRTIO_NET_CONFIG_SIZE ? this.configBytes[at] : 0;
-      value |= byte << (8 * i);
-    }
-    return value >>> 0;
+    return readConfigBytes(this.configBytes, offset, size);
   }
 
   writeConfig(): void {

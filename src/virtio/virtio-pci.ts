@@ -298,6 +298,21 @@ export interface VirtioDeviceModel {
   reset(): void;
 }
 
+/**
+ * Reads `size` bytes at `offset` of a device configuration kept as a byte
+ * array, little-endian (virtio 1.2 §2.5: the device configuration is
+ * little-endian); bytes outside the array read 0. For models' readConfig.
+ */
+export function readConfigBytes(config: Uint8Array, offset: number, size: number): number {
+  let value = 0;
+  for (let i = 0; i < size; i++) {
+    const at = offset + i;
+    const byte = Number.isInteger(at) && at >= 0 && at < config.length ? config[at]! : 0;
+    value |= byte << (8 * i);
+  }
+  return value >>> 0;
+}
+
 /** What a device model may call on its transport for work the host starts. */
 export interface VirtioTransport {
   /** Features the driver accepted. */

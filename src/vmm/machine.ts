@@ -63,6 +63,8 @@ export interface AsyncMachineEvents {
   state: [state: MachineState];
   /** The guest stopped (halt, power off, reset, error, or stop()). */
   exit: [stop: VcpuStop];
+  /** reset() rebooted the machine: a fresh VM runs from the same config. */
+  reset: [];
 }
 
 /** An error from starting the VM: its message is one sentence for the user; `code` says what kind. */
@@ -106,6 +108,7 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
   private statisticsRequests = new Map<number, (s: MachineStatistics) => void>();
   private powerButtonRequests = new Map<number, (result: PowerButtonResult) => void>();
   private nextRequestId = 1;
+  private resetWaiters: (() => void)[] = [];
   private stateWaiters: { state: MachineState; resolve: () => void }[] = [];
   private outputDone?: Promise<void>;
   private finishing?: Promise<void>;
@@ -207,6 +210,11 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
             this.tapReaders = this.taps.map((tap, i) => this.pumpTap(tap, i));
             resolve();
             break;
+          case 'reset':
+            this.vcpuFds = event.vcpuFds;
+            this.emit('reset');
+            this.resetWaiters.splice(0).forEach((resolve) => resolve());
+            break;
           case 'log':
             this.emit('log', event.message);
             break;
@@ -289,6 +297,22 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
     const running = this.waitForState('running');
     this.command({ type: 'resume' });
     await running;
+  }
+
+  /**
+   * A cold reset, like pressing the reset button of a PC without firmware:
+   * the VM (RAM, vCPUs, device state, statistics) is freed and a new one
+   * boots from the same config — same kernel, initrd and disks; the console,
+   * taps and listeners stay. Resolves when the new VM runs. A guest's own
+   * reboot (i8042 reset, ACPI reset) still ends the run, like QEMU -no-reboot.
+   */
+  async reset(): Promise<void> {
+    if (this.stateValue === 'paused') await this.resume();
+    this.requireRunning('reset');
+    if (this.options.debug) throw new MachineConfigError('reset() is not available while the machine is set up for a debugger');
+    const done = new Promise<void>((resolve) => this.resetWaiters.push(resolve));
+    this.command({ type: 'reset' });
+    await Promise.race([done, this.exited.then(() => Promise.reject(new MachineConfigError('the machine stopped during reset()')))]);
   }
 
   /** Stops the guest (like pulling the plug) and frees the VM. Resolves with the stop. */

@@ -52,12 +52,14 @@ function main(): void {
   const input = new ByteRing(data.input);
   const control = new Int32Array(data.control);
   let machine: SyncMachine;
-  try {
-    machine = SyncMachine.create({
+  const createMachine = (): SyncMachine =>
+    SyncMachine.create({
       ...data.config,
       platform: data.config.platform ?? (data.boot.kind === 'linux' ? 'pc' : 'bare'),
       trace: data.config.trace ? (line) => post({ type: 'log', message: line }) : undefined,
     });
+  try {
+    machine = createMachine();
   } catch (err) {
     post({ type: 'error', message: (err as Error).message, code: (err as { code?: string }).code });
     output.close();
@@ -73,10 +75,15 @@ function main(): void {
   };
   const statistics = (): MachineStatistics => ({ ...machine.statistics(), consoleDropped: output.dropped, vcpu: where() });
   try {
-    machine.on('log', (message) => post({ type: 'log', message }));
-    machine.setConsoleSink((byte) => output.writeByte(byte));
-    const info = load(machine, data.boot);
-    for (const vcpu of machine.vcpus) vcpu.bindThread();
+    // Everything that ties a SyncMachine to this worker's channels (again after a reset).
+    const attach = (m: SyncMachine): Record<string, unknown> | undefined => {
+      m.on('log', (message) => post({ type: 'log', message }));
+      m.setConsoleSink((byte) => output.writeByte(byte));
+      m.on('input-space', feedInput);
+      const loaded = load(m, data.boot);
+      for (const vcpu of m.vcpus) vcpu.bindThread();
+      return loaded;
+    };
 
     // Console input: move bytes from the ring into the UART (or virtio console) as it has room.
     const feedInput = (): void => {
@@ -90,10 +97,12 @@ function main(): void {
       if (!netInput || netInput.available === 0) return;
       for (let record = netInput.readRecord(); record; record = netInput.readRecord()) machine.netReceive(record[0]!, record.subarray(1));
     };
-    machine.on('input-space', feedInput);
+    const info = attach(machine);
 
     let mailSeen = Atomics.load(control, CONTROL_MAIL);
     let stopRequested = false;
+    /** reset(): end this run, then boot a fresh VM with the same config. */
+    let resetRequested = false;
     // The debugger's end (debug-target.ts), only when the machine was started with `debug`.
     const debug = data.debug ? new DebugTarget(machine.vcpu, machine.memory, machine.debugRegisters) : undefined;
     /** True while hold() keeps the vCPU stopped (pause, or a stop for the debugger). */
@@ -156,6 +165,9 @@ function main(): void {
         case 'stop':
           stopRequested = true;
           break;
+        case 'reset':
+          resetRequested = true;
+          break;
         case 'statistics':
           post({ type: 'statistics', id: command.id, statistics: statistics() });
           break;
@@ -203,12 +215,24 @@ function main(): void {
 
     post({ type: 'started', vcpuFds: machine.vcpus.map((v) => v.fd), info });
     if (data.debug?.waitForDebugger) stopForDebugger('attach');
-    const stop = machine.runSync(
-      debug
-        ? { afterExit: afterExitWhileDebugging, shouldStop: () => stopRequested, onDebug }
-        : { afterExit, shouldStop: () => stopRequested },
-    );
-    for (const vcpu of machine.vcpus) vcpu.unbindThread();
+    let stop;
+    for (;;) {
+      stop = machine.runSync(
+        debug
+          ? { afterExit: afterExitWhileDebugging, shouldStop: () => stopRequested || resetRequested, onDebug }
+          : { afterExit, shouldStop: () => stopRequested || resetRequested },
+      );
+      for (const vcpu of machine.vcpus) vcpu.unbindThread();
+      if (!resetRequested || stopRequested) break;
+      // A cold reset: the old VM (RAM, vCPUs, devices, statistics) is freed
+      // and a new one boots from the same config; the console rings, taps
+      // and command channel stay.
+      resetRequested = false;
+      machine.close();
+      machine = createMachine();
+      const again = attach(machine);
+      post({ type: 'reset', vcpuFds: machine.vcpus.map((v) => v.fd), info: again });
+    }
     const final = statistics();
     // Free the VM before saying so: the main thread may end this thread as soon as it hears.
     machine.close();

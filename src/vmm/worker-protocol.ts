@@ -64,6 +64,7 @@ export type WorkerCommand =
   | { type: 'pause' }
   | { type: 'resume' }
   | { type: 'stop' }
+  | { type: 'reset' }
   | { type: 'statistics'; id: number }
   /** Press the ACPI power button; answered with a 'power-button' event. */
   | { type: 'power-button'; id: number }
@@ -86,6 +87,8 @@ export interface MachineStatistics {
 
 export type WorkerEvent =
   | { type: 'started'; vcpuFds: number[]; info?: Record<string, unknown> }
+  /** reset() done: a new VM (new vCPU fds) runs from the same config. */
+  | { type: 'reset'; vcpuFds: number[]; info?: Record<string, unknown> }
   | { type: 'paused' }
   | { type: 'resumed' }
   | { type: 'log'; message: string }

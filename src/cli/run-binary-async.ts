@@ -1,15 +1,21 @@
-// `tskvm run-binary FILE --gdb HOST:PORT`: the flat binary boots on a vCPU
-// worker (the async Machine, with --platform/--cpus as without --gdb; the
-// debugger drives vCPU 0), stopped before its first instruction, so the event
-// loop is free to serve gdb.
-// The run is then handled like `tskvm run`'s (runMachine), --web included.
+// `tskvm run-binary FILE --web HOST:PORT` and/or `--gdb HOST:PORT`: the flat
+// binary boots on a vCPU worker (the async Machine) instead of the calling
+// thread.
+//
+// Plain `run-binary` runs the guest synchronously on the main thread
+// (SyncMachine): simplest for teaching, but then nothing else can run — no
+// HTTP server, no websocket, no gdb connection. With --web or --gdb the event
+// loop must stay free, so the same binary (with --platform and --cpus as
+// without them) runs on a worker and the run is handled like `tskvm run`'s
+// (runMachine). With --gdb it is stopped before its first instruction and the
+// debugger drives vCPU 0.
 import { Machine } from '../vmm/machine';
 import type { CpuMode } from '../arch/x86/modes';
 import type { ListenAddress } from '../web/listen-address';
 import { runMachine } from './run-command';
 import type { GdbAddress } from './gdb-option';
 
-export interface RunBinaryGdbOptions {
+export interface RunBinaryAsyncOptions {
   mode: CpuMode;
   load: number;
   entry?: number;
@@ -22,10 +28,10 @@ export interface RunBinaryGdbOptions {
   logUnclaimed?: boolean;
   kvmDevice: string;
   web?: ListenAddress;
-  gdb: GdbAddress;
+  gdb?: GdbAddress;
 }
 
-export function runBinaryWithGdb(image: Uint8Array, options: RunBinaryGdbOptions, log: (line: string) => void): Promise<number> {
+export function runBinaryOnWorker(image: Uint8Array, options: RunBinaryAsyncOptions, log: (line: string) => void): Promise<number> {
   const machine = new Machine({
     memory: options.mem,
     cpus: options.cpus,
@@ -34,7 +40,7 @@ export function runBinaryWithGdb(image: Uint8Array, options: RunBinaryGdbOptions
     trace: options.trace,
     logUnclaimed: options.logUnclaimed,
     boot: { kind: 'binary', file: image, mode: options.mode, load: options.load, entry: options.entry },
-    debug: { waitForDebugger: true },
+    debug: options.gdb ? { waitForDebugger: true } : undefined,
   });
   return runMachine(machine, { stats: options.stats, web: options.web, gdb: options.gdb }, log);
 }
