@@ -53,6 +53,22 @@ describe('tskvm run-binary', () => {
     expect(r.stderr).toMatch(/^vcpu0 hlt rip=/m);
   });
 
+  it('--disk puts a virtio-blk disk on PCI (implying --platform pc) that a bare-metal driver finds', () => {
+    // test/hostile/guests/blk-faults.c with no mode word: find the disk, negotiate, DRIVER_OK, print DONE, reset.
+    const guest = path.join(__dirname, 'hostile', 'guests', 'blk-faults.bin');
+    const disk = path.join(tmp, 'disk.img');
+    fs.writeFileSync(disk, Buffer.alloc(64 * 1024));
+    const r = tskvm(['run-binary', guest, '--mode', 'long', '--mem', '8M', '--disk', disk, '--stats']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe('DONE\n');
+    expect(r.stderr).toMatch(/virtio-blk0\.bar4\s+\d+/);
+    const without = tskvm(['run-binary', guest, '--mode', 'long', '--mem', '8M', '--platform', 'pc']);
+    expect(without.stdout).toContain('no usable virtio-blk device');
+    const bare = tskvm(['run-binary', guest, '--mode', 'long', '--disk', disk, '--platform', 'bare']);
+    expect(bare.status).toBe(1);
+    expectOneSentence(bare.stderr, /needs --platform pc/);
+  });
+
   it('a guest error exits 2 with a report', () => {
     const file = path.join(tmp, 'int3.bin');
     fs.writeFileSync(file, Buffer.from([0xcc]));

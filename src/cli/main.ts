@@ -1,9 +1,10 @@
 // The `tskvm` command.
 //
-// Exit codes: 0 the guest halted, powered off or reset; 1 a host-side problem
-// (bad option, missing file, no /dev/kvm, ...) reported in one sentence; 2 the
-// guest stopped on an error (emulation failure, triple fault, failed entry),
-// with a report on stderr.
+// Exit codes (exit-codes.ts): 0 the guest halted, powered off or reset; 1 a
+// host-side problem (bad option, missing file, no /dev/kvm, ...) reported in
+// one sentence; 2-5 the guest stopped on an error, with a report on stderr:
+// 2 emulation failure (or another guest error), 3 triple fault, 4 failed VM
+// entry, 5 unknown exit reason.
 import * as fs from 'fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { Kvm } from '../kvm/kvm';
@@ -21,9 +22,10 @@ import { runBinaryOnWorker } from './run-binary-async';
 import type { ListenAddress } from '../web/listen-address';
 import { gdbAddressOption, GDB_OPTION_HELP, type GdbAddress } from './gdb-option';
 
-export const EXIT_OK = 0;
-export const EXIT_HOST_ERROR = 1;
-export const EXIT_GUEST_ERROR = 2;
+import { EXIT_HOST_ERROR, EXIT_OK, exitCodeFor } from './exit-codes';
+import { ConsoleOutput, droppedOutputLine } from './console-output';
+
+export { EXIT_OK, EXIT_HOST_ERROR, EXIT_GUEST_ERROR, EXIT_TRIPLE_FAULT, EXIT_ENTRY_FAILED, EXIT_UNKNOWN_EXIT } from './exit-codes';
 
 /** An error meant for the user: its message is the one sentence we print. */
 export class CliError extends Error {}
@@ -73,9 +75,13 @@ function cpusOption(value: string): number {
   return n;
 }
 
-/** `run-binary`'s platform: as given, else 'pc' when there are several vCPUs (they need the in-kernel APICs). */
-function binaryPlatform(options: { cpus: number; platform?: 'bare' | 'pc' }): 'bare' | 'pc' {
-  return options.platform ?? (options.cpus > 1 ? 'pc' : 'bare');
+/**
+ * `run-binary`'s platform: as given, else 'pc' when there are several vCPUs
+ * (they need the in-kernel APICs) or virtio devices (they live on PCI).
+ */
+function binaryPlatform(options: { cpus: number; platform?: 'bare' | 'pc'; disk?: DiskConfig[]; rng?: boolean }): 'bare' | 'pc' {
+  if (options.platform === 'bare' && (options.disk?.length || options.rng)) throw new CliError("--disk and --rng put virtio devices on PCI, which needs --platform pc (not bare).");
+  return options.platform ?? (options.cpus > 1 || options.disk?.length || options.rng ? 'pc' : 'bare');
 }
 
 function sizeOption(value: string): string {
@@ -106,6 +112,8 @@ interface RunBinaryOptions {
   mem: string;
   cpus: number;
   platform?: 'bare' | 'pc';
+  disk?: DiskConfig[];
+  rng?: boolean;
   trace?: boolean;
   stats?: boolean;
   logUnclaimed?: boolean;
@@ -127,24 +135,30 @@ function runBinary(file: string, options: RunBinaryOptions): number {
     memory: options.mem,
     cpus: options.cpus,
     platform: options.platform,
+    disks: options.disk,
+    rng: options.rng,
     trace: options.trace,
     logUnclaimed: options.logUnclaimed,
     kvmPath: options.kvmDevice,
   });
+  // Never process.stdout.write here: on a pipe nobody reads it blocks the vCPU (console-output.ts).
+  const consoleOut = ConsoleOutput.forStdout();
   try {
-    machine.on('output', (data) => process.stdout.write(data));
+    machine.on('output', (data) => consoleOut.write(data));
     machine.on('log', (message) => process.stderr.write(`tskvm: ${message}\n`));
     machine.loadBinary(image, options.load);
     machine.setMode(options.mode, { entry: options.entry ?? options.load });
     const stop = machine.runSync();
+    const dropped = consoleOut.finish();
+    if (dropped > 0) process.stderr.write(droppedOutputLine(dropped) + '\n');
     if (options.stats) printStats(machine);
     if (stop.kind === 'error') {
       process.stderr.write(`tskvm: guest stopped: ${stop.reason}\n`);
       if (stop.report) process.stderr.write(formatExitReport(stop.report) + '\n');
-      return EXIT_GUEST_ERROR;
     }
-    return EXIT_OK;
+    return exitCodeFor(stop);
   } finally {
+    consoleOut.finish(0);
     machine.close();
   }
 }
@@ -181,6 +195,8 @@ export function buildProgram(setExitCode: (code: number) => void): Command {
         'bare: HLT ends the run; pc: in-kernel APICs, PIC and PIT, i8042, ACPI PM (HLT does not end the run: the guest ends it with an i8042 reset or ACPI S5) (default: bare; pc with --cpus > 1)',
       ).choices(['bare', 'pc']),
     )
+    .option('--disk <path[,ro]>', 'a virtio-blk disk on PCI backed by a raw image (repeatable; implies --platform pc)', diskOption)
+    .option('--rng', 'a virtio-rng device on PCI (implies --platform pc)')
     .option('--trace', 'print every VM exit, decoded, on stderr')
     .option('--stats', 'print exit and device statistics on stderr at the end')
     .option('--log-unclaimed', 'log accesses to ports/addresses no device claims')

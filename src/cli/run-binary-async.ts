@@ -14,6 +14,7 @@ import type { CpuMode } from '../arch/x86/modes';
 import type { ListenAddress } from '../web/listen-address';
 import { runMachine } from './run-command';
 import type { GdbAddress } from './gdb-option';
+import type { DiskConfig } from '../vmm/sync-machine';
 
 export interface RunBinaryAsyncOptions {
   mode: CpuMode;
@@ -23,6 +24,9 @@ export interface RunBinaryAsyncOptions {
   /** vCPUs (default 1) and platform (default 'bare'), as `run-binary --cpus/--platform` resolved them. */
   cpus?: number;
   platform?: 'bare' | 'pc';
+  /** virtio-blk disks and a virtio-rng device ('pc' platform), as `run-binary --disk/--rng` gave them. */
+  disk?: DiskConfig[];
+  rng?: boolean;
   trace?: boolean;
   stats?: boolean;
   logUnclaimed?: boolean;
@@ -36,6 +40,8 @@ export function runBinaryOnWorker(image: Uint8Array, options: RunBinaryAsyncOpti
     memory: options.mem,
     cpus: options.cpus,
     platform: options.platform ?? 'bare',
+    disks: options.disk,
+    rng: options.rng,
     kvmPath: options.kvmDevice,
     trace: options.trace,
     logUnclaimed: options.logUnclaimed,

@@ -16,6 +16,10 @@ import { gdbWaitingLine, listenForGdb, type GdbAddress } from './gdb-option';
 import type { GdbStub } from '../gdb/gdb-stub';
 import type { VcpuStop } from '../vmm/exit-loop';
 import { MAX_CPUS, type DiskConfig, type NetConfig } from '../vmm/sync-machine';
+import { exitCodeFor } from './exit-codes';
+import { ConsoleOutput, droppedOutputLine } from './console-output';
+
+export { exitCodeFor } from './exit-codes';
 
 export interface RunOptions {
   kernel: string;
@@ -66,11 +70,6 @@ export function formatStatistics(s: MachineStatistics): string {
   return parts.join('\n\n');
 }
 
-/** Exit code for a stop: 0 for an orderly end (halt, power off, reboot, quit), 2 for a guest error. */
-export function exitCodeFor(stop: VcpuStop): number {
-  return stop.kind === 'error' ? 2 : 0;
-}
-
 export async function runCommand(options: RunOptions, log: (line: string) => void): Promise<number> {
   for (const [file, what] of [[options.kernel, 'kernel'], [options.initrd, 'initrd']] as const) {
     if (file === undefined) continue;
@@ -117,7 +116,9 @@ export async function runMachine(
   // In raw mode the terminal adds no carriage returns: our own lines need "\r\n".
   const rawTerminal = process.stdin.isTTY === true;
   const say = (line: string): void => log(rawTerminal ? line.replace(/\n/g, '\r\n') : line);
-  machine.on('output', (data) => process.stdout.write(data));
+  // Bounded and non-blocking: a stdout nobody reads must not grow our memory (console-output.ts).
+  const consoleOut = ConsoleOutput.forStdout();
+  machine.on('output', (data) => consoleOut.write(data));
   machine.on('log', (message) => say(`tskvm: ${message}`));
   // Listen before booting: a busy port is reported before the guest runs, and
   // the guest's first output is in the history the first browser gets.
@@ -143,6 +144,8 @@ export async function runMachine(
   if (terminal) process.stdin.pause();
   await web?.close();
   await gdb?.close();
+  const dropped = consoleOut.finish() + (machine.statistics?.consoleDropped ?? 0);
+  if (dropped > 0) log(droppedOutputLine(dropped));
   if (options.stats && machine.statistics) log('\n' + formatStatistics(machine.statistics) + '\n');
   if (stop.kind === 'error') {
     log(`tskvm: guest stopped: ${stop.reason}`);

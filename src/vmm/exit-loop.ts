@@ -13,7 +13,7 @@ import type { Vcpu } from '../kvm/vcpu';
 import type { IoExit, MmioExit, VcpuExit } from '../kvm/structs/run';
 import type { AccessSize, Bus } from '../bus/bus';
 import { ExitStats } from './exit-stats';
-import { buildExitReport, ExitReport } from './exit-report';
+import { buildExitReport, buildRunFailureReport, ExitReport } from './exit-report';
 
 export type VcpuStopKind =
   /** HLT with no interrupt controller to wake the vCPU: the program is done. */
@@ -99,21 +99,35 @@ function handleIo(ctx: ExitLoopContext, exit: IoExit): void {
   }
 }
 
-/** MMIO: 1/2/4-byte accesses go to the bus as is; 8-byte ones as two 4-byte halves. */
-function handleMmio(ctx: ExitLoopContext, exit: MmioExit): void {
-  const length = exit.length;
-  const width: AccessSize = length === 1 || length === 2 ? length : 4;
-  const parts = length === 8 ? 2 : 1;
-  if (length !== 1 && length !== 2 && length !== 4 && length !== 8) {
-    // Not an access size x86 produces for MMIO; treat as unclaimed.
-    if (!exit.isWrite) ctx.vcpu.completeMmioRead(new Uint8Array(8).fill(0xff));
-    return;
+/**
+ * The bus accesses one MMIO exit of `length` bytes becomes: 1/2/4-byte
+ * accesses go to the bus as they are, an 8-byte one as two 4-byte halves.
+ * Other lengths (1-7) happen when KVM splits an access that crosses a page
+ * boundary (e.g. 8 bytes at 0x...ffe arrive as 2 + 6); they are cut into
+ * 4-, 2- and 1-byte pieces from the low address up, so every byte reaches
+ * the device that claims it and an unclaimed piece is counted like any other.
+ * (Before issue 6, odd lengths were dropped: writes lost, reads all ones, not
+ * counted.)
+ */
+export function mmioPieces(length: number): { offset: number; width: AccessSize }[] {
+  const pieces: { offset: number; width: AccessSize }[] = [];
+  for (let offset = 0; offset < length; ) {
+    const left = length - offset;
+    const width: AccessSize = left >= 4 ? 4 : left >= 2 ? 2 : 1;
+    pieces.push({ offset, width });
+    offset += width;
   }
+  return pieces;
+}
+
+/** MMIO: see mmioPieces. The kvm_run data field holds at most 8 bytes (KVM API doc, KVM_EXIT_MMIO). */
+function handleMmio(ctx: ExitLoopContext, exit: MmioExit): void {
+  const length = Math.min(exit.length, 8);
   if (exit.isWrite) {
-    for (let p = 0; p < parts; p++) ctx.mmio.write(exit.address + p * 4, width, readLittleEndian(exit.data, p * 4, width));
+    for (const { offset, width } of mmioPieces(length)) ctx.mmio.write(exit.address + offset, width, readLittleEndian(exit.data, offset, width));
   } else {
     const out = new Uint8Array(8);
-    for (let p = 0; p < parts; p++) writeLittleEndian(out, p * 4, width, ctx.mmio.read(exit.address + p * 4, width));
+    for (const { offset, width } of mmioPieces(length)) writeLittleEndian(out, offset, width, ctx.mmio.read(exit.address + offset, width));
     ctx.vcpu.completeMmioRead(out);
   }
 }
@@ -155,7 +169,17 @@ export function runExitLoop(ctx: ExitLoopContext): VcpuStop {
     if (ctx.shouldStop?.()) return { kind: 'stopped', reason: 'stopped by the host' };
 
     const vcpu = ctx.vcpu;
-    const exit = schedule ? schedule.run(vcpu) : vcpu.run();
+    let exit: VcpuExit;
+    try {
+      exit = schedule ? schedule.run(vcpu) : vcpu.run();
+    } catch (error) {
+      // KVM_RUN itself failed (EINVAL for a vCPU state KVM refuses to enter,
+      // EFAULT, ENOEXEC, ...; KVM API doc 4.10): on hardware that checks guest
+      // state at VM entry this is the other face of KVM_EXIT_FAIL_ENTRY. It
+      // is a stop with a report like any other, not an exception that takes
+      // the VMM (or its CLI, as a "host error") down.
+      return { kind: 'error', reason: 'VM entry failed', report: buildRunFailureReport(vcpu, ctx.memory, error) };
+    }
     stats?.count(exit);
     if (ctx.trace && exit.reason !== 'intr') ctx.trace(describeExitForTrace(vcpu, exit));
 

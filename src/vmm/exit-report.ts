@@ -59,6 +59,40 @@ export function buildExitReport(vcpu: Vcpu, memory: GuestMemory, exit: VcpuExit)
   return report;
 }
 
+/** A report for a KVM_RUN that failed with an errno instead of exiting (reason 'run_failed'). */
+export function buildRunFailureReport(vcpu: Vcpu, memory: GuestMemory, error: unknown): ExitReport {
+  const code = (error as { code?: unknown }).code;
+  const message = (error as Error).message ?? String(error);
+  const report = buildExitReport(vcpu, memory, { reason: 'hlt' });
+  return { ...report, reason: 'run_failed', detail: `KVM_RUN failed: ${typeof code === 'string' ? `${code} (${message})` : message}` };
+}
+
+/**
+ * What kind of guest error a stop is, for the CLI's exit code (src/cli/main.ts):
+ * 'emulation' KVM's instruction emulator gave up (KVM_EXIT_INTERNAL_ERROR),
+ * 'triple-fault' KVM_EXIT_SHUTDOWN, 'entry' the vCPU could not enter guest
+ * mode (KVM_EXIT_FAIL_ENTRY, or KVM_RUN failing with an errno), 'unknown-exit'
+ * an exit reason tskvm does not know, 'other' anything else (a device model
+ * that threw, a guest exception exit, ...).
+ */
+export type GuestErrorClass = 'emulation' | 'triple-fault' | 'entry' | 'unknown-exit' | 'other';
+
+export function guestErrorClass(report: ExitReport | undefined): GuestErrorClass {
+  switch (report?.reason) {
+    case 'internal_error':
+      return 'emulation';
+    case 'shutdown':
+      return 'triple-fault';
+    case 'fail_entry':
+    case 'run_failed':
+      return 'entry';
+    case 'unknown':
+      return 'unknown-exit';
+    default:
+      return 'other';
+  }
+}
+
 export function formatExitReport(r: ExitReport): string {
   const lines = [
     `vCPU ${r.vcpu} stopped: ${r.detail}`,

@@ -54,6 +54,12 @@ export interface MachineOptions extends WorkerMachineConfig {
   debug?: { waitForDebugger?: boolean };
 }
 
+/**
+ * Console input queued on the main thread beyond the 64 KiB input ring. A
+ * sender that awaits sendInput() never reaches it; past it bytes are dropped.
+ */
+export const MAX_PENDING_INPUT = 1 << 20;
+
 export type MachineState = 'created' | 'starting' | 'running' | 'paused' | 'stopped';
 
 export interface AsyncMachineEvents {
@@ -117,6 +123,9 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
   private taps: Tap[] = [];
   private tapReaders: Promise<void>[] = [];
   private workerGone?: Promise<void>;
+  private pendingInputBytes = 0;
+  /** Console input bytes dropped because sendInput() was called faster than the guest reads, without awaiting. */
+  inputDropped = 0;
   /** Host frames dropped because the worker had not taken the previous ones yet. */
   netInputDropped = 0;
   /** Breakpoints, single-step, registers and memory for a debugger (needs the `debug` option). */
@@ -272,12 +281,26 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
   /**
    * Console input for the guest (COM1). Bytes are queued and fed to the UART
    * as the guest reads them; the promise resolves when all of them are in the
-   * (bounded, 64 KiB) input ring — await it to apply back-pressure.
+   * (bounded, 64 KiB) input ring — await it to apply back-pressure. Bytes
+   * sent without awaiting beyond MAX_PENDING_INPUT are dropped and counted
+   * in `inputDropped`.
    */
   sendInput(data: Uint8Array | string): Promise<void> {
     const bytes = typeof data === 'string' ? Buffer.from(data) : data;
     if (this.stateValue === 'stopped' || !this.input) return Promise.resolve();
-    this.pendingInput.push(bytes);
+    // A sender that does not await (issue 6: 100 MB pushed at the console)
+    // would otherwise make this queue hold everything it sent: beyond
+    // MAX_PENDING_INPUT the bytes are dropped and counted, like a UART
+    // overrun, and said once in a 'log' line.
+    const room = MAX_PENDING_INPUT - this.pendingInputBytes;
+    if (bytes.length > room) {
+      if (this.inputDropped === 0) this.emit('log', `console input is arriving faster than the guest reads it; dropping what exceeds ${MAX_PENDING_INPUT} queued bytes (counted in inputDropped)`);
+      this.inputDropped += bytes.length - Math.max(room, 0);
+      if (room <= 0) return this.inputPump ?? Promise.resolve();
+    }
+    const kept = bytes.length > room ? bytes.subarray(0, room) : bytes;
+    this.pendingInput.push(kept);
+    this.pendingInputBytes += kept.length;
     this.inputPump ??= this.pumpInput().finally(() => (this.inputPump = undefined));
     return this.inputPump;
   }
@@ -394,6 +417,7 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
     while (this.pendingInput.length > 0 && this.stateValue !== 'stopped') {
       const chunk = this.pendingInput[0]!;
       const n = ring.write(chunk);
+      this.pendingInputBytes -= n;
       if (n > 0) this.kick();
       if (n === chunk.length) this.pendingInput.shift();
       else {
@@ -401,7 +425,10 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
         await Promise.race([ring.waitForSpace(), this.exited]);
       }
     }
-    if (this.stateValue === 'stopped') this.pendingInput = [];
+    if (this.stateValue === 'stopped') {
+      this.pendingInput = [];
+      this.pendingInputBytes = 0;
+    }
   }
 
   /**
