@@ -51,6 +51,23 @@ test('console input reaches the guest UART and its echo comes back; the main thr
   }
 });
 
+test('input sent in several pieces in the same tick all reaches the guest (a websocket delivering many keystrokes from one read)', async () => {
+  const machine = new Machine({ memory: '1M', boot: { kind: 'binary', file: ECHO, mode: 'real' } });
+  const out = collect(machine);
+  try {
+    await machine.start();
+    // Each piece fits the ring at once, so each pump finishes synchronously:
+    // the later pieces must not be left behind in the queue.
+    const pieces = [...'hello from a browser\n'];
+    await Promise.all(pieces.map((key) => machine.sendInput(key)));
+    await out.waitFor('hello from a browser\n');
+    void machine.sendInput('q');
+    expect((await machine.wait()).kind).toBe('halt');
+  } finally {
+    await machine.stop();
+  }
+});
+
 test('pause, resume and stop a spinning guest from a script whose timers keep firing', async () => {
   const machine = new Machine({ memory: '1M', boot: { kind: 'binary', file: SPIN, mode: 'long' } });
   const states: string[] = [];

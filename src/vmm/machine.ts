@@ -111,6 +111,14 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
   private resolveExit!: (stop: VcpuStop) => void;
   private pendingInput: Uint8Array[] = [];
   private inputPump?: Promise<void>;
+  /**
+   * True while pumpInput's loop runs. Kept apart from `inputPump` because a
+   * pump that finds room for everything finishes synchronously, before any
+   * `.finally` on its promise could clear it: a second sendInput in the same
+   * tick (a websocket delivering several keystroke frames from one read)
+   * must start a new pump, not join the finished one and strand its bytes.
+   */
+  private inputPumping = false;
   private statisticsRequests = new Map<number, (s: MachineStatistics) => void>();
   private powerButtonRequests = new Map<number, (result: PowerButtonResult) => void>();
   private nextRequestId = 1;
@@ -301,8 +309,8 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
     const kept = bytes.length > room ? bytes.subarray(0, room) : bytes;
     this.pendingInput.push(kept);
     this.pendingInputBytes += kept.length;
-    this.inputPump ??= this.pumpInput().finally(() => (this.inputPump = undefined));
-    return this.inputPump;
+    if (!this.inputPumping) this.inputPump = this.pumpInput();
+    return this.inputPump!;
   }
 
   /** Stops the vCPU between two instructions; devices keep their state. */
@@ -414,20 +422,25 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
 
   private async pumpInput(): Promise<void> {
     const ring = this.input!;
-    while (this.pendingInput.length > 0 && this.stateValue !== 'stopped') {
-      const chunk = this.pendingInput[0]!;
-      const n = ring.write(chunk);
-      this.pendingInputBytes -= n;
-      if (n > 0) this.kick();
-      if (n === chunk.length) this.pendingInput.shift();
-      else {
-        this.pendingInput[0] = chunk.subarray(n);
-        await Promise.race([ring.waitForSpace(), this.exited]);
+    this.inputPumping = true;
+    try {
+      while (this.pendingInput.length > 0 && this.stateValue !== 'stopped') {
+        const chunk = this.pendingInput[0]!;
+        const n = ring.write(chunk);
+        this.pendingInputBytes -= n;
+        if (n > 0) this.kick();
+        if (n === chunk.length) this.pendingInput.shift();
+        else {
+          this.pendingInput[0] = chunk.subarray(n);
+          await Promise.race([ring.waitForSpace(), this.exited]);
+        }
       }
-    }
-    if (this.stateValue === 'stopped') {
-      this.pendingInput = [];
-      this.pendingInputBytes = 0;
+      if (this.stateValue === 'stopped') {
+        this.pendingInput = [];
+        this.pendingInputBytes = 0;
+      }
+    } finally {
+      this.inputPumping = false;
     }
   }
 
