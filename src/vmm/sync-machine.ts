@@ -24,7 +24,7 @@ import { CmosRtc } from '../devices/cmos-rtc';
 import { DebugPort } from '../devices/debug-port';
 import { buildGuestCpuid } from '../arch/x86/cpuid';
 import { bootMsrs } from '../arch/x86/msrs';
-import { setupLapicVirtualWire } from '../arch/x86/lapic';
+import { lapicHasRequestedInterrupt, setupLapicVirtualWire } from '../arch/x86/lapic';
 import { loadLinux, LinuxLoaderError, type LinuxBootInfo } from '../arch/x86/linux-loader';
 import { extractVmlinux } from '../arch/x86/bzimage-payload';
 import { unpackInitrdOnHost } from '../arch/x86/initrd';
@@ -160,15 +160,31 @@ const MAX_MEMORY = 3 * 1024 * 1024 * 1024;
 /** vCPUs per machine: they share one thread, so more would only slow each other down. */
 export const MAX_CPUS = 8;
 /**
- * Time slice of a running vCPU when several share the thread, and of a halted
- * one (it only has to notice an interrupt). Short, because a guest that waits
- * for another CPU (an IPI answered, a TLB shootdown, text_poke's sync) spins
- * for the rest of its slice before that CPU gets to run: Linux boots with 2
- * vCPUs in about twice the time of 1 with 4 ms slices; a rotation costs a few
+ * Time slice of a running vCPU when several share the thread. A guest that
+ * waits for another CPU (an IPI answered, a TLB shootdown, text_poke's sync)
+ * spins for the rest of its slice before that CPU gets to run, which argues
+ * for short slices; but here the guest kernel runs in KVM's instruction
+ * emulator, where one timer interrupt with its softirq work can take
+ * milliseconds ("hrtimer: interrupt took 25155769 ns"), and with 1 ms slices
+ * Linux's boot with 2 vCPUs spun for minutes (ksoftirqd soft lockups while
+ * stop_machine waited) where 4 ms slices go through. A rotation costs a few
  * microseconds (an ioctl for the MP state, two timer_settime calls).
  */
-const SLICE_RUNNING_US = 1000;
+const SLICE_RUNNING_US = 4000;
+/**
+ * A vCPU in HLT, or an AP still waiting for its INIT/SIPI, is not run at all
+ * while another vCPU has work, unless its local APIC holds a requested
+ * interrupt (an IPI, a device interrupt): then it gets this slice, enough to
+ * take the interrupt. Once it halts again it sleeps in KVM_RUN until the
+ * slice ends, so the slice is short.
+ */
 const SLICE_HALTED_US = 200;
+/**
+ * ...but at least this often, so that what KVM keeps outside the IRR
+ * reaches it: its LAPIC timer (KVM injects an expired timer only when the
+ * vCPU runs), INIT and SIPI. Linux's tick is 4 ms (Debian: CONFIG_HZ=250).
+ */
+const HALTED_POLL_MS = 4;
 /** KVM_MP_STATE_UNINITIALIZED and KVM_MP_STATE_HALTED (KVM API doc 4.38). */
 const MP_STATE_UNINITIALIZED = 1;
 const MP_STATE_HALTED = 3;
@@ -526,7 +542,7 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     if (addSwitches) cmdline = `${cmdline} ${linuxEmulatorCmdline()}`.trim();
     if (probeSyscallEntry(this.kvm) === 'stays-in-user-mode') this.enableSyscallEntryFixup();
     const info = loadLinux(this.memory, { ...options, kernel, initrd, cmdline });
-    if (addSwitches && mode === 'auto') notes.push("this KVM ignores the CPUID policy; added 'noxsave clearcpuid=... cryptomgr.notests' to the kernel command line");
+    if (addSwitches && mode === 'auto') notes.push("this KVM ignores the CPUID policy; added 'noxsave clearcpuid=... cryptomgr.notests initcall_blacklist=... init_on_alloc=0' to the kernel command line");
     for (const note of notes) this.emit('log', note);
     writeMpTable(this.memory, { cpus: this.vcpus.length });
     // PCI resources: without firmware, tskvm places the BARs itself (like a BIOS would).
@@ -656,19 +672,40 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
    * SMP on one thread: each vCPU runs for a time slice (a bounded KVM_RUN),
    * then the next one gets the thread, like a uniprocessor host scheduling
    * vCPU threads. A vCPU sitting in HLT, or an AP still waiting for its
-   * INIT/SIPI, gets a short slice: enough to take an interrupt that is
-   * pending, without keeping a busy vCPU waiting for nothing. Spin-waits
+   * INIT/SIPI, is skipped unless its local APIC has an interrupt requested
+   * or it has not run for HALTED_POLL_MS, and then gets a short slice: in
+   * KVM_RUN a halted vCPU sleeps until its slice ends, time a busy vCPU
+   * could have used. When every vCPU is idle, the next one in turn sleeps
+   * in KVM_RUN for a running slice (nothing else is waiting). Spin-waits
    * across vCPUs (IPIs, stop_machine) cost up to a slice each.
    */
   private roundRobin(): NonNullable<ExitLoopContext['schedule']> {
     const vcpus = this.vcpus;
     const sliceOf = new Map<Vcpu, number>(vcpus.map((v) => [v, SLICE_RUNNING_US]));
+    const lastRun = new Map<Vcpu, number>(vcpus.map((v) => [v, 0]));
+    const isIdle = (state: number): boolean => state === MP_STATE_HALTED || state === MP_STATE_UNINITIALIZED;
     return {
-      run: (vcpu) => vcpu.runFor(sliceOf.get(vcpu)!),
+      run: (vcpu) => {
+        lastRun.set(vcpu, performance.now());
+        return vcpu.runFor(sliceOf.get(vcpu)!);
+      },
       next: (vcpu) => {
-        const next = vcpus[(vcpus.indexOf(vcpu) + 1) % vcpus.length]!;
-        const state = next.getMpState();
-        sliceOf.set(next, state === MP_STATE_HALTED || state === MP_STATE_UNINITIALIZED ? SLICE_HALTED_US : SLICE_RUNNING_US);
+        const now = performance.now();
+        const start = vcpus.indexOf(vcpu);
+        for (let step = 1; step <= vcpus.length; step++) {
+          const candidate = vcpus[(start + step) % vcpus.length]!;
+          if (!isIdle(candidate.getMpState())) {
+            sliceOf.set(candidate, SLICE_RUNNING_US);
+            return candidate;
+          }
+          if (now - lastRun.get(candidate)! >= HALTED_POLL_MS || lapicHasRequestedInterrupt(candidate.getLapic())) {
+            sliceOf.set(candidate, SLICE_HALTED_US);
+            return candidate;
+          }
+        }
+        // Every vCPU is idle and none is due: the next in turn waits in KVM_RUN.
+        const next = vcpus[(start + 1) % vcpus.length]!;
+        sliceOf.set(next, SLICE_RUNNING_US);
         return next;
       },
     };

@@ -91,11 +91,30 @@ export const CLEARCPUID_MAX_LENGTH = 127;
 
 /**
  * Switches that only save time when kernel code runs in the emulator (about
- * 4 million instructions/s). `cryptomgr.notests`: skip the crypto API's
- * boot-time self-tests; their RSA test vectors alone kept a Debian kernel
- * busy for minutes in big-number code here (measured by sampling RIP).
+ * 4 million instructions/s); each skips boot work that no tskvm guest needs
+ * (Documentation/admin-guide/kernel-parameters.txt for each switch):
+ *
+ * - `cryptomgr.notests`: skip the crypto API's boot-time self-tests; their
+ *   RSA test vectors alone kept a Debian kernel busy for minutes in
+ *   big-number code here (measured by sampling RIP).
+ * - `initcall_blacklist=ftrace_check_for_weak_functions,tracer_init_tracefs`:
+ *   two tracing initcalls of Linux 6.1 (kernel/trace/ftrace.c, trace.c).
+ *   The first looks up every one of ~37,700 ftrace call sites in kallsyms
+ *   (the soft-lockup reports "stuck for 22s! ... ftrace_check_work_func" on
+ *   Debian's 6.1 kernel); the second creates the tracefs files of every
+ *   trace event while holding event_mutex, and init_kprobe_trace waits on
+ *   it ("task swapper/0:1 blocked for more than 120 seconds"). Without them
+ *   function tracing may also patch weak (overridden) functions and
+ *   /sys/kernel/tracing has no event files; nothing else changes.
+ * - `init_on_alloc=0`: Debian's kernel zeroes every page it allocates
+ *   (CONFIG_INIT_ON_ALLOC_DEFAULT_ON), one emulated store at a time here;
+ *   pages that must be zero are still zeroed (__GFP_ZERO).
  */
-export const EMULATOR_SPEED_SWITCHES = ['cryptomgr.notests'] as const;
+export const EMULATOR_SPEED_SWITCHES = [
+  'cryptomgr.notests',
+  'initcall_blacklist=ftrace_check_for_weak_functions,tracer_init_tracefs',
+  'init_on_alloc=0',
+] as const;
 
 export function linuxEmulatorCmdline(): string {
   return `noxsave clearcpuid=${EMULATOR_CLEARCPUID.join(',')} ${EMULATOR_SPEED_SWITCHES.join(' ')}`;

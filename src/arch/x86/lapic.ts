@@ -22,3 +22,19 @@ export function setupLapicVirtualWire(vcpu: Vcpu): void {
   view.setUint32(APIC_LVT_LINT1, ((lint1 & ~DELIVERY_MODE_MASK) | APIC_MODE_NMI) >>> 0, true);
   vcpu.setLapic(state);
 }
+
+/**
+ * The Interrupt Request Register: 256 bits in eight 32-bit registers at
+ * 0x200, 0x210, ... 0x270 (SDM Vol. 3A, 11.8.4 "Interrupt Acceptance for
+ * Fixed Interrupts", Table 11-1). A set bit is an interrupt the local APIC
+ * accepted and has not yet delivered to the CPU.
+ */
+export const APIC_IRR = 0x200;
+
+/** Whether a register page from KVM_GET_LAPIC has any IRR bit set. */
+export function lapicHasRequestedInterrupt(state: Uint8Array): boolean {
+  if (state.byteLength < APIC_IRR + 0x80) throw new RangeError('not a local APIC register page');
+  const view = new DataView(state.buffer, state.byteOffset, state.byteLength);
+  for (let i = 0; i < 8; i++) if (view.getUint32(APIC_IRR + 0x10 * i, true) !== 0) return true;
+  return false;
+}
