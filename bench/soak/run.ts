@@ -63,7 +63,10 @@ async function main(): Promise<void> {
   const t0 = Date.now();
   for (let i = 1; i <= cycles; i++) {
     await cycle(vms, attack, i);
-    if (i % 10 === 0) console.log(`  after ${i} cycles: fds ${openFds()}, RSS ${rssMiB().toFixed(1)} MiB, ${heapMiB()}`);
+    if (i % 10 === 0) {
+      await settle(); // so that the figures show what stays, not garbage not yet collected
+      console.log(`  after ${i} cycles: fds ${openFds()}, RSS ${rssMiB().toFixed(1)} MiB, ${heapMiB()}`);
+    }
   }
   await settle();
   const fd1 = openFds();
