@@ -687,6 +687,12 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     return {
       run: (vcpu) => {
         lastRun.set(vcpu, performance.now());
+        // An AP that Linux brings online late (CPU hotplug) runs user code
+        // soon after it loads its IDT, possibly before the periodic check in
+        // runSync looks again: arm its SYSCALL fix-up before each of its
+        // slices until it is armed (a KVM_GET_SREGS while it is not).
+        const fixup = this.syscallFixups.get(vcpu);
+        if (fixup && !fixup.armed) fixup.arm();
         return vcpu.runFor(sliceOf.get(vcpu)!);
       },
       next: (vcpu) => {
