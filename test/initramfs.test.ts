@@ -7,7 +7,7 @@ import * as zlib from 'node:zlib';
 import { readCpio, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../src/initramfs/cpio';
 import {
   buildInitramfs, buildInitramfsDetailed, resolveModules, readModinfo, writeInitramfs,
-  INIT_READY_MARKER,
+  INIT_READY_MARKER, stripModuleSignature,
 } from '../src/initramfs/build';
 
 /** A minimal ELF64 LE file with a .modinfo section (enough for readModinfo). */
@@ -213,5 +213,36 @@ describe('buildInitramfs', () => {
     expect(names).toContain('virtio');
     expect(names).toContain('virtio_ring');
     expect(names.indexOf('virtio_ring')).toBeLessThan(names.indexOf('virtio_blk'));
+  });
+});
+
+describe('stripModuleSignature', () => {
+  const MAGIC = Buffer.from('~Module signature appended~\n');
+  /** body, then a fake PKCS#7 blob, struct module_signature (sig_len big-endian at +8) and the magic. */
+  function signed(body: Buffer, sigLength: number, declared = sigLength): Buffer {
+    const info = Buffer.alloc(12);
+    info[2] = 2; // PKEY_ID_PKCS7
+    info.writeUInt32BE(declared, 8);
+    return Buffer.concat([body, Buffer.alloc(sigLength, 0x30), info, MAGIC]);
+  }
+
+  it('removes the signature, its descriptor and the magic, leaving the module as built', () => {
+    const body = fakeModule(['name=virtio_blk', 'depends=virtio,virtio_ring']);
+    const stripped = stripModuleSignature(signed(body, 681));
+    expect(stripped.equals(body)).toBe(true);
+    expect(readModinfo(stripped).get('name')).toEqual(['virtio_blk']);
+  });
+
+  it('leaves an unsigned module alone', () => {
+    const body = fakeModule(['name=plain']);
+    expect(stripModuleSignature(body)).toBe(body);
+  });
+
+  it('leaves a module whose declared signature length does not fit alone', () => {
+    const body = Buffer.from('tiny');
+    const lying = signed(body, 8, 0xffffffff);
+    expect(stripModuleSignature(lying)).toBe(lying);
+    const short = Buffer.concat([Buffer.alloc(4), MAGIC]); // no room for the descriptor
+    expect(stripModuleSignature(short)).toBe(short);
   });
 });

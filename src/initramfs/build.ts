@@ -78,6 +78,11 @@ export interface InitramfsOptions {
   busybox: string;
   /** Kernel modules to include: `dir` is lib/modules/<version>, `names` like "virtio_blk". */
   modules?: { dir: string; names: string[] };
+  /**
+   * Keep the signatures appended to the modules (default: strip them, see
+   * stripModuleSignature).
+   */
+  keepModuleSignatures?: boolean;
   /** Replaces the generated /init script entirely. */
   initScript?: string;
   /** Shell commands the default /init runs after loading modules, before the marker. */
@@ -151,7 +156,8 @@ export function buildInitramfsDetailed(opts: InitramfsOptions): InitramfsResult 
     const modDir = `lib/modules/${kernelVersion}`;
     w.mkdirp(modDir);
     for (const m of modules) {
-      w.add({ type: 'file', path: `${modDir}/${m.name}.ko`, data: readModule(m.file), mode: 0o644 });
+      const data = readModule(m.file);
+      w.add({ type: 'file', path: `${modDir}/${m.name}.ko`, data: opts.keepModuleSignatures ? data : stripModuleSignature(data), mode: 0o644 });
     }
   }
 
@@ -279,6 +285,33 @@ export function readModule(file: string): Buffer {
   } catch (e) {
     throw new InitramfsError(`cannot decompress ${file} with \`${tool} -dc\` (${(e as Error).message}): install ${tool} (apt-get install ${tool === 'xz' ? 'xz-utils' : 'zstd'})`);
   }
+}
+
+/** MODULE_SIG_STRING (include/linux/module_signature.h): ends a signed module. */
+const MODULE_SIG_MAGIC = Buffer.from('~Module signature appended~\n');
+/** struct module_signature: algo, hash, id_type, signer_len, key_id_len, pad[3], __be32 sig_len. */
+const MODULE_SIGNATURE_INFO_SIZE = 12;
+
+/**
+ * Removes the signature that Debian appends to each module (the module,
+ * then the PKCS#7 signature, then struct module_signature with its length,
+ * then the magic string; scripts/sign-file.c). Loading a signed module makes
+ * the kernel hash it with SHA-256 and check an RSA signature; on the nested
+ * KVM of our machines that code runs in KVM's instruction emulator and took
+ * tens of seconds per module (soft-lockup reports in crypto_sha256_finup
+ * under module_sig_check). An unsigned module loads all the same and taints
+ * the kernel ("module verification failed"), because Debian's kernel does not
+ * force signatures (CONFIG_MODULE_SIG_FORCE unset, module.sig_enforce=0)
+ * unless Secure Boot's lockdown is on, which a tskvm guest never is. A module
+ * without the magic, or with a length that does not fit, is left as it is.
+ */
+export function stripModuleSignature(module: Buffer): Buffer {
+  const magicAt = module.length - MODULE_SIG_MAGIC.length;
+  if (magicAt < MODULE_SIGNATURE_INFO_SIZE || !module.subarray(magicAt).equals(MODULE_SIG_MAGIC)) return module;
+  const infoAt = magicAt - MODULE_SIGNATURE_INFO_SIZE;
+  const sigLength = module.readUInt32BE(infoAt + 8);
+  if (sigLength > infoAt) return module;
+  return module.subarray(0, infoAt - sigLength);
 }
 
 /**
