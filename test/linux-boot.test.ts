@@ -74,6 +74,8 @@ test('boot 1: virtio console, disk, read-only disk, NIC on a tap, rng; uname, cp
   let received = '';
   const server = net.createServer((socket) => {
     socket.on('data', (d) => (received += d.toString()));
+    // A reset from the guest (its nc giving up) shows as a missing pong below, not as an uncaught error.
+    socket.on('error', () => {});
     socket.end('pong-from-host\n');
   });
   await new Promise<void>((resolve) => server.listen(0, hostIp, resolve));
@@ -122,7 +124,10 @@ test('boot 1: virtio console, disk, read-only disk, NIC on a tap, rng; uname, cp
     expect(await g.run(`ip link show eth0`)).toContain('52:54:00:12:34:56');
     const ping = await g.run(`ping -c 3 -W 10 ${hostIp}`, 180_000);
     expect(ping).toMatch(/3 packets transmitted, 3 packets received/);
-    const tcp = await g.run(`echo hello-from-guest | nc -w 10 ${hostIp} ${port}`, 180_000);
+    // -w: nc's idle timeout. The guest's first TCP connection seeds its RNG
+    // (chacha in the emulator: a 23 s soft lockup in one CI-style run), so
+    // nc must wait long enough for the reply to be read.
+    const tcp = await g.run(`echo hello-from-guest | nc -w 240 ${hostIp} ${port}`, 600_000);
     expect(tcp).toContain('pong-from-host');
     expect(received).toContain('hello-from-guest');
 
