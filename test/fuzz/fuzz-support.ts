@@ -19,7 +19,7 @@
 import * as fs from 'fs';
 import * as fc from 'fast-check';
 import { GuestMemory } from '../../src/memory/guest-memory';
-import type { Segment } from '../../src/virtio/split-queue';
+import type { Chain, Segment, SplitQueue } from '../../src/virtio/split-queue';
 
 // ---- run counts and reporting ---------------------------------------------
 
@@ -238,6 +238,39 @@ export class RawReader {
 
 function describeNumber(n: unknown): string {
   return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0 ? `0x${n.toString(16)}` : String(n);
+}
+
+/** Total bytes of a list of segments. */
+export function totalLength(segments: readonly Segment[]): number {
+  return segments.reduce((n, s) => n + s.length, 0);
+}
+
+/** The first `n` bytes of `segments`, read raw. */
+export function gather(raw: RawReader, segments: readonly Segment[], n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  let pos = 0;
+  for (const s of segments) {
+    if (pos >= n) break;
+    const k = Math.min(s.length, n - pos);
+    out.set(raw.bytes(s.gpa, k), pos);
+    pos += k;
+  }
+  return out;
+}
+
+/**
+ * Wraps `queue.readChain`, through which a device model makes every copy
+ * sized by guest lengths, and returns a getter for the largest copy so far.
+ */
+export function trackLargestReadChain(queue: SplitQueue): () => number {
+  let largest = 0;
+  const readChain = queue.readChain.bind(queue);
+  queue.readChain = (chain: Chain, maxBytes?: number, offset?: number) => {
+    const out = readChain(chain, maxBytes, offset);
+    largest = Math.max(largest, out.length);
+    return out;
+  };
+  return () => largest;
 }
 
 /** True if [gpa, gpa+length) lies inside one of `ranges`. */

@@ -11,7 +11,7 @@
 // VirtqueueError from queueNotify and DEVICE_NEEDS_RESET through the
 // transport; each used element matches what §5.2.6 says for its request.
 import * as fc from 'fast-check';
-import { SplitQueue, VirtqueueError, type Chain, type Segment } from '../../src/virtio/split-queue';
+import { SplitQueue, VirtqueueError, type Segment } from '../../src/virtio/split-queue';
 import { VIRTIO_BLK_CHUNK_BYTES, VirtioBlk, type VirtioBlkFs } from '../../src/virtio/virtio-blk';
 import { VirtioPciDevice } from '../../src/virtio/virtio-pci';
 import {
@@ -30,6 +30,9 @@ import {
   bringUp,
   checkProperty,
   deviceStatus,
+  gather,
+  totalLength,
+  trackLargestReadChain,
   isModelBug,
   layOut,
   notifyQueue,
@@ -248,8 +251,8 @@ interface Outcome {
 
 /** What §5.2.6 says the device answers: the used length and status, or 0 and no status for a malformed request. */
 function expectedOutcome(w: { readable: Segment[]; writable: Segment[] }, raw: RawReader): Outcome {
-  const readable = total(w.readable);
-  const writable = total(w.writable);
+  const readable = totalLength(w.readable);
+  const writable = totalLength(w.writable);
   if (readable < 16 || writable < 1) return { usedLen: 0, type: -1, offset: 0 };
   const header = gather(raw, w.readable, 16);
   const dv = new DataView(header.buffer);
@@ -271,23 +274,6 @@ function expectedOutcome(w: { readable: Segment[]; writable: Segment[] }, raw: R
     default:
       return { usedLen: 1, status: S_UNSUPP, type, offset };
   }
-}
-
-function total(segments: readonly Segment[]): number {
-  return segments.reduce((n, s) => n + s.length, 0);
-}
-
-/** The first `n` bytes of `segments`, read raw. */
-function gather(raw: RawReader, segments: readonly Segment[], n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let pos = 0;
-  for (const s of segments) {
-    if (pos >= n) break;
-    const k = Math.min(s.length, n - pos);
-    out.set(raw.bytes(s.gpa, k), pos);
-    pos += k;
-  }
-  return out;
 }
 
 function overlaps(a: Segment, b: Segment): boolean {
@@ -319,13 +305,7 @@ describe('virtio-blk under a hostile driver', () => {
             initialUsedIdx: s.startIdx,
           });
           // Every allocation the model makes in proportion to guest lengths goes through readChain.
-          let largestAlloc = 0;
-          const readChain = queue.readChain.bind(queue);
-          queue.readChain = (chain: Chain, maxBytes?: number, offset?: number) => {
-            const out = readChain(chain, maxBytes, offset);
-            largestAlloc = Math.max(largestAlloc, out.length);
-            return out;
-          };
+          const largestAlloc = trackLargestReadChain(queue);
           let thrown: unknown;
           ram.record(() => {
             try {
@@ -346,7 +326,7 @@ describe('virtio-blk under a hostile driver', () => {
             if (!within(w.gpa, w.length, allowed)) throw new Error(`device wrote ${w.length} bytes at 0x${w.gpa.toString(16)}`);
           expect(disk.violations).toEqual([]);
           // (c) whatever the chains describe, the model moves at most one chunk per step.
-          expect(largestAlloc).toBeLessThanOrEqual(VIRTIO_BLK_CHUNK_BYTES);
+          expect(largestAlloc()).toBeLessThanOrEqual(VIRTIO_BLK_CHUNK_BYTES);
           expect(disk.largestIo).toBeLessThanOrEqual(VIRTIO_BLK_CHUNK_BYTES);
           // Data moved is bounded by the image, not by the lengths described.
           expect(disk.ioBytes).toBeLessThanOrEqual(ok.length * SECTORS * 512);
@@ -369,7 +349,7 @@ describe('virtio-blk under a hostile driver', () => {
               if (want.type === T_OUT) image = undefined;
               return;
             }
-            const wr = total(w.writable);
+            const wr = totalLength(w.writable);
             const answer = gather(raw, w.writable, wr);
             expect(answer[wr - 1]).toBe(want.status);
             if (want.type === T_IN && want.status === S_OK && image)
@@ -456,13 +436,7 @@ describe('virtio-blk under a hostile driver', () => {
             driver.writeDesc(LAYOUT.desc, 0, { addr: BigInt(table), len: 16 * n, flags: F_INDIRECT, next: 0 });
             driver.setAvail([0], 1);
             const queue = new SplitQueue({ memory, size: QSIZE, descTable: LAYOUT.desc, availRing: LAYOUT.avail, usedRing: LAYOUT.used, eventIdx: false, indirect: true });
-            let largestAlloc = 0;
-            const readChain = queue.readChain.bind(queue);
-            queue.readChain = (chain: Chain, maxBytes?: number, offset?: number) => {
-              const out = readChain(chain, maxBytes, offset);
-              largestAlloc = Math.max(largestAlloc, out.length);
-              return out;
-            };
+            const largestAlloc = trackLargestReadChain(queue);
             let thrown: unknown;
             ram.record(() => {
               try {
@@ -473,7 +447,7 @@ describe('virtio-blk under a hostile driver', () => {
             });
             const described = entries * pieceLen;
             expect(ram.violations).toEqual([]);
-            expect(largestAlloc).toBeLessThanOrEqual(VIRTIO_BLK_CHUNK_BYTES);
+            expect(largestAlloc()).toBeLessThanOrEqual(VIRTIO_BLK_CHUNK_BYTES);
             expect(disk.ioBytes).toBeLessThanOrEqual(SECTORS * 512);
             if (described > DEFAULT_MAX_CHAIN) {
               // Past SplitQueue's bound: a broken queue (the transport then sets DEVICE_NEEDS_RESET).

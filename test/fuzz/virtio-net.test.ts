@@ -9,7 +9,7 @@
 // a zero header with num_buffers = 1 (§5.1.6.4.1) then the frame, one chain
 // per frame, never truncated.
 import * as fc from 'fast-check';
-import type { Chain, Segment } from '../../src/virtio/split-queue';
+import type { Segment } from '../../src/virtio/split-queue';
 import { VirtioNet } from '../../src/virtio/virtio-net';
 import { VirtioPciDevice } from '../../src/virtio/virtio-pci';
 import {
@@ -23,6 +23,9 @@ import {
   bringUp,
   checkProperty,
   deviceStatus,
+  gather,
+  totalLength,
+  trackLargestReadChain,
   isModelBug,
   layOut,
   notifyQueue,
@@ -71,22 +74,6 @@ function overlaps(a: Segment, b: Segment): boolean {
   return a.gpa < b.gpa + b.length && b.gpa < a.gpa + a.length;
 }
 
-function total(segments: readonly Segment[]): number {
-  return segments.reduce((n, s) => n + s.length, 0);
-}
-
-function gather(raw: RawReader, segments: readonly Segment[], n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let pos = 0;
-  for (const s of segments) {
-    if (pos >= n) break;
-    const k = Math.min(s.length, n - pos);
-    out.set(raw.bytes(s.gpa, k), pos);
-    pos += k;
-  }
-  return out;
-}
-
 const arbFrame = fc
   .tuple(
     fc.oneof(
@@ -129,12 +116,12 @@ describe('virtio-net under a hostile driver', () => {
             const txBroken = tx.pending > QSIZE || txOk.length < tx.walks.length;
             // What §5.1.6.2 says goes out: device-readable chains with a 14..maxFrame-byte frame after the header.
             const expectedFrames = txOk
-              .filter((w) => total(w.writable) === 0 && total(w.readable) - HDR >= ETH_HLEN && total(w.readable) - HDR <= MAX_FRAME)
-              .map((w) => gather(raw, w.readable, total(w.readable)).subarray(HDR));
+              .filter((w) => totalLength(w.writable) === 0 && totalLength(w.readable) - HDR >= ETH_HLEN && totalLength(w.readable) - HDR <= MAX_FRAME)
+              .map((w) => gather(raw, w.readable, totalLength(w.readable)).subarray(HDR));
             // Hide the transmit ring until the hook below is in place.
             memory.writeU16(TX.avail + 2, 0);
             const features = NET_FEATURES | (indirect ? INDIRECT_DESC : 0n) | (eventIdx ? EVENT_IDX : 0n);
-            let largestAlloc = 0;
+            let largestAlloc = (): number => 0;
             const results: boolean[] = [];
             ram.record(() => {
               bringUp(dev, features, [
@@ -142,14 +129,7 @@ describe('virtio-net under a hostile driver', () => {
                 { index: 1, size: QSIZE, layout: TX },
               ]);
               const txQueue = dev.queue(1);
-              if (txQueue) {
-                const readChain = txQueue.readChain.bind(txQueue);
-                txQueue.readChain = (chain: Chain, maxBytes?: number, offset?: number) => {
-                  const out = readChain(chain, maxBytes, offset);
-                  largestAlloc = Math.max(largestAlloc, out.length);
-                  return out;
-                };
-              }
+              if (txQueue) largestAlloc = trackLargestReadChain(txQueue);
               ram.unrecorded(() => memory.writeU16(TX.avail + 2, txLaid.availIdx));
               notifyQueue(dev, 1);
               for (const f of frames) results.push(net.receive(f));
@@ -162,7 +142,7 @@ describe('virtio-net under a hostile driver', () => {
             for (const w of ram.writes())
               if (!within(w.gpa, w.length, allowed)) throw new Error(`device wrote ${w.length} bytes at 0x${w.gpa.toString(16)}`);
             // (c) one frame at most per copy, whatever the chain describes.
-            expect(largestAlloc).toBeLessThanOrEqual(MAX_FRAME);
+            expect(largestAlloc()).toBeLessThanOrEqual(MAX_FRAME);
             expect(ram.largestRead).toBeLessThanOrEqual(MAX_FRAME);
 
             // Transmit: exactly the well-formed frames, header stripped; every chain consumed or the device broken.
@@ -191,7 +171,7 @@ describe('virtio-net under a hostile driver', () => {
             // Every used element is 0 (dropped, never truncated) or a whole frame with its header.
             for (let i = 0; i < rxUsed; i++) {
               const len = rxDriver.usedElem(i).len;
-              expect(len === 0 || (len >= HDR + ETH_HLEN && len <= HDR + MAX_FRAME && len <= total(rxOk[i].writable))).toBe(true);
+              expect(len === 0 || (len >= HDR + ETH_HLEN && len <= HDR + MAX_FRAME && len <= totalLength(rxOk[i].writable))).toBe(true);
               const mine = rxOk[i].writable;
               const isolated = !rxOk.some((w, j) => j !== i && [...w.readable, ...w.writable].some((o) => mine.some((m) => overlaps(m, o))));
               if (len > 0 && isolated) {
