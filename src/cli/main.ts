@@ -24,6 +24,7 @@ import { gdbAddressOption, GDB_OPTION_HELP, type GdbAddress } from './gdb-option
 
 import { EXIT_HOST_ERROR, EXIT_OK, exitCodeFor } from './exit-codes';
 import { ConsoleOutput, droppedOutputLine } from './console-output';
+import { EMULATOR_CMDLINE_SUMMARY } from '../arch/x86/cpuid-probe';
 
 export { EXIT_OK, EXIT_HOST_ERROR, EXIT_GUEST_ERROR, EXIT_TRIPLE_FAULT, EXIT_ENTRY_FAILED, EXIT_UNKNOWN_EXIT } from './exit-codes';
 
@@ -228,7 +229,7 @@ export function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--net <tap=NAME[,mac=..]>', 'a virtio-net NIC on host tap NAME (repeatable; module virtio_net)', netOption)
     .addOption(new Option('--console <device>', 'where the terminal\'s input goes: the serial port (ttyS0) or a virtio console (hvc0; module virtio_console, and console=hvc0 in --append)').choices(['serial', 'virtio']).default('serial'))
     .option('--rng', 'a virtio-rng device (the guest\'s /dev/hwrng; modules virtio_pci, virtio_rng)')
-    .option('--no-emulator-workarounds', "do not add 'noxsave clearcpuid=... cryptomgr.notests initcall_blacklist=... init_on_alloc=0' to the kernel command line when this KVM ignores the CPUID policy")
+    .option('--no-emulator-workarounds', `do not add '${EMULATOR_CMDLINE_SUMMARY}' to the kernel command line when this KVM ignores the CPUID policy`)
     .option('--trace', 'print every VM exit, decoded, on stderr')
     .option('--stats', 'print exit and device statistics on stderr at the end')
     .option('--log-unclaimed', 'log accesses to ports/addresses no device claims')

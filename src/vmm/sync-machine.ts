@@ -42,7 +42,7 @@ import { VirtioConsole } from '../virtio/virtio-console';
 import { VirtioNet, parseMac, randomMac } from '../virtio/virtio-net';
 import { Tap } from '../net/tap';
 import { writeMpTable } from '../arch/x86/mptable';
-import { linuxEmulatorCmdline, probeCpuidEnforcement } from '../arch/x86/cpuid-probe';
+import { EMULATOR_CMDLINE_SUMMARY, linuxEmulatorCmdline, probeCpuidEnforcement } from '../arch/x86/cpuid-probe';
 import { probeSyscallEntry, SyscallEntryFixup } from '../arch/x86/syscall-entry';
 import { GuestDebugRegisters } from '../arch/x86/debug-registers';
 import type { DebugExit } from '../kvm/structs/run';
@@ -542,7 +542,7 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     if (addSwitches) cmdline = `${cmdline} ${linuxEmulatorCmdline()}`.trim();
     if (probeSyscallEntry(this.kvm) === 'stays-in-user-mode') this.enableSyscallEntryFixup();
     const info = loadLinux(this.memory, { ...options, kernel, initrd, cmdline });
-    if (addSwitches && mode === 'auto') notes.push("this KVM ignores the CPUID policy; added 'noxsave clearcpuid=... cryptomgr.notests initcall_blacklist=... init_on_alloc=0' to the kernel command line");
+    if (addSwitches && mode === 'auto') notes.push(`this KVM ignores the CPUID policy; added '${EMULATOR_CMDLINE_SUMMARY}' to the kernel command line`);
     for (const note of notes) this.emit('log', note);
     writeMpTable(this.memory, { cpus: this.vcpus.length });
     // PCI resources: without firmware, tskvm places the BARs itself (like a BIOS would).

@@ -116,6 +116,9 @@ export const EMULATOR_SPEED_SWITCHES = [
   'init_on_alloc=0',
 ] as const;
 
+/** linuxEmulatorCmdline() shortened for messages and help texts. */
+export const EMULATOR_CMDLINE_SUMMARY = 'noxsave clearcpuid=... cryptomgr.notests initcall_blacklist=... init_on_alloc=0';
+
 export function linuxEmulatorCmdline(): string {
   return `noxsave clearcpuid=${EMULATOR_CLEARCPUID.join(',')} ${EMULATOR_SPEED_SWITCHES.join(' ')}`;
 }
