@@ -49,7 +49,7 @@ const struct tskvm_fact tskvm_layout[] = {
     SIZE(kvm_sregs), OFF(kvm_sregs, cs), OFF(kvm_sregs, ss), OFF(kvm_sregs, tr), OFF(kvm_sregs, ldt),
     OFF(kvm_sregs, gdt), OFF(kvm_sregs, idt), OFF(kvm_sregs, cr0), OFF(kvm_sregs, cr2), OFF(kvm_sregs, cr3),
     OFF(kvm_sregs, cr4), OFF(kvm_sregs, cr8), OFF(kvm_sregs, efer), OFF(kvm_sregs, apic_base), OFF(kvm_sregs, interrupt_bitmap),
-    SIZE(kvm_fpu), SIZE(kvm_xsave), OFF(kvm_fpu, fpr), OFF(kvm_fpu, fcw), OFF(kvm_fpu, last_ip), OFF(kvm_fpu, xmm), OFF(kvm_fpu, mxcsr),
+    SIZE(kvm_fpu), SIZE(kvm_xsave), SIZE(kvm_xcrs), OFF(kvm_xcrs, xcrs), OFF(kvm_xcrs, padding), OFF(kvm_fpu, fpr), OFF(kvm_fpu, fcw), OFF(kvm_fpu, last_ip), OFF(kvm_fpu, xmm), OFF(kvm_fpu, mxcsr),
     SIZE(kvm_msr_entry), OFF(kvm_msr_entry, index), OFF(kvm_msr_entry, data),
     SIZE(kvm_msrs), OFF(kvm_msrs, entries),
     SIZE(kvm_cpuid_entry2), OFF(kvm_cpuid_entry2, function), OFF(kvm_cpuid_entry2, index), OFF(kvm_cpuid_entry2, flags),

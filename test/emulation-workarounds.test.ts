@@ -82,6 +82,6 @@ describe('CPUID probe and the kernel switches', () => {
     const value = EMULATOR_CLEARCPUID.join(',');
     expect(value.length).toBeLessThanOrEqual(CLEARCPUID_MAX_LENGTH);
     expect(new Set(EMULATOR_CLEARCPUID).size).toBe(EMULATOR_CLEARCPUID.length);
-    expect(linuxEmulatorCmdline()).toBe(`noxsave clearcpuid=${value} cryptomgr.notests initcall_blacklist=ftrace_check_for_weak_functions,tracer_init_tracefs init_on_alloc=0`);
+    expect(linuxEmulatorCmdline()).toBe(`noxsaves clearcpuid=${value} cryptomgr.notests initcall_blacklist=ftrace_check_for_weak_functions,tracer_init_tracefs init_on_alloc=0`);
   });
 });

@@ -6,6 +6,7 @@ import { decodeRegs, emptyRegs, encodeRegs, KVM_REGS_SIZE, REG_NAMES } from '../
 import { decodeSregs, encodeSregs, KVM_DTABLE_SIZE, KVM_SEGMENT_SIZE, KVM_SREGS_SIZE } from '../src/kvm/structs/sregs';
 import { decodeFpu, encodeFpu, KVM_FPU_SIZE, resetFpu } from '../src/kvm/structs/fpu';
 import { KVM_XSAVE_SIZE, setXsaveMxcsr, xsaveMxcsr } from '../src/kvm/structs/xsave';
+import { decodeXcrs, encodeXcrs, KVM_XCRS_SIZE } from '../src/kvm/structs/xcrs';
 import { decodeMsrs, encodeMsrs, KVM_MSR_ENTRY_SIZE, KVM_MSRS_HEADER_SIZE, MAX_MSR_ENTRIES } from '../src/kvm/structs/msrs';
 import { decodeCpuid, encodeCpuid, KVM_CPUID2_HEADER_SIZE, KVM_CPUID_ENTRY2_SIZE } from '../src/kvm/structs/cpuid';
 import { KVM_USERSPACE_MEMORY_REGION_SIZE, encodeMemoryRegion } from '../src/kvm/structs/memory-region';
@@ -24,6 +25,7 @@ describe('struct sizes match <linux/kvm.h>', () => {
     ['kvm_sregs', KVM_SREGS_SIZE],
     ['kvm_fpu', KVM_FPU_SIZE],
     ['kvm_xsave', KVM_XSAVE_SIZE],
+    ['kvm_xcrs', KVM_XCRS_SIZE],
     ['kvm_msrs', KVM_MSRS_HEADER_SIZE],
     ['kvm_msr_entry', KVM_MSR_ENTRY_SIZE],
     ['kvm_cpuid2', KVM_CPUID2_HEADER_SIZE],
@@ -40,7 +42,7 @@ describe('struct sizes match <linux/kvm.h>', () => {
   });
 
   it('the ioctl encoding table uses the header sizes', () => {
-    for (const name of ['kvm_regs', 'kvm_sregs', 'kvm_fpu', 'kvm_vcpu_events', 'kvm_guest_debug', 'kvm_ioeventfd', 'kvm_irqfd'] as const) {
+    for (const name of ['kvm_regs', 'kvm_sregs', 'kvm_fpu', 'kvm_vcpu_events', 'kvm_guest_debug', 'kvm_ioeventfd', 'kvm_irqfd', 'kvm_xcrs'] as const) {
       expect(STRUCT_SIZES[name]).toBe(L[`sizeof ${name}`]);
     }
   });
@@ -203,6 +205,24 @@ describe('exit decoding from a kvm_run page', () => {
     const v = page();
     v.setUint32(RUN.EXIT_REASON, 9999, true);
     expect(decodeExit(v)).toMatchObject({ reason: 'unknown', exitReason: 9999 });
+  });
+});
+
+describe('kvm_xcrs', () => {
+  it('puts the registers at the header offsets and round-trips them', () => {
+    expect(L['kvm_xcrs.xcrs']).toBe(8);
+    expect(L['kvm_xcrs.padding']).toBe(264);
+    const buf = encodeXcrs([{ index: 0, value: 0x207n }]);
+    const view = new DataView(buf.buffer);
+    expect([view.getUint32(0, true), view.getUint32(8, true), view.getBigUint64(16, true)]).toEqual([1, 0, 0x207n]);
+    expect(decodeXcrs(buf)).toEqual([{ index: 0, value: 0x207n }]);
+  });
+  it('clamps a count larger than the array and refuses too many registers', () => {
+    const buf = new Uint8Array(KVM_XCRS_SIZE);
+    new DataView(buf.buffer).setUint32(0, 0xffffffff, true);
+    expect(decodeXcrs(buf)).toHaveLength(16);
+    expect(() => encodeXcrs(Array.from({ length: 17 }, (_, i) => ({ index: i, value: 0n })))).toThrow(RangeError);
+    expect(() => decodeXcrs(new Uint8Array(8))).toThrow(RangeError);
   });
 });
 

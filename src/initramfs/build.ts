@@ -470,6 +470,7 @@ export function writeInitramfs(o: {
   initCommands?: string[];
   onShellExit?: 'poweroff' | 'reboot' | 'halt';
   compress?: boolean;
+  extraFiles?: ExtraFile[];
 }): { output: string; bytes: number; kernelVersion?: string; modules: string[]; summary: string } {
   const cache = o.cache ?? 'guest-cache';
   const paths = guestCachePaths(cache);
@@ -480,6 +481,7 @@ export function writeInitramfs(o: {
     initCommands: o.initCommands,
     onShellExit: o.onShellExit,
     compress: o.compress,
+    extraFiles: o.extraFiles,
   });
   try {
     fs.writeFileSync(o.output, res.archive);

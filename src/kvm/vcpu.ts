@@ -5,6 +5,7 @@
 // guest exits. Call it from a vCPU thread (src/vmm) or from a script that owns
 // no event loop work; DESIGN.md: threading.
 import { KVM_XSAVE_SIZE, setXsaveMxcsr, xsaveMxcsr } from './structs/xsave';
+import { decodeXcrs, encodeXcrs, KVM_XCRS_SIZE, type Xcr } from './structs/xcrs';
 import { native } from '../native';
 import { GuestDebug as GuestDebugBits, KVM } from './constants';
 import { CpuidEntry, encodeCpuid } from './structs/cpuid';
@@ -222,6 +223,22 @@ export class Vcpu {
   setXsave(area: Uint8Array): void {
     if (area.byteLength !== KVM_XSAVE_SIZE) throw new RangeError(`kvm_xsave is ${KVM_XSAVE_SIZE} bytes`);
     native.ioctl(this.fd, KVM.SET_XSAVE, area);
+  }
+
+  /** KVM_GET_XCRS: the extended control registers (XCR0 is the only one on x86 today). */
+  getXcrs(): Xcr[] {
+    const buf = new Uint8Array(KVM_XCRS_SIZE);
+    native.ioctl(this.fd, KVM.GET_XCRS, buf);
+    return decodeXcrs(buf);
+  }
+
+  setXcrs(xcrs: readonly Xcr[]): void {
+    native.ioctl(this.fd, KVM.SET_XCRS, encodeXcrs(xcrs));
+  }
+
+  /** XCR0, the XSAVE feature enable mask (SDM Vol. 1, 13.3); 1 (x87 only) when KVM reports none. */
+  getXcr0(): bigint {
+    return this.getXcrs().find((x) => x.index === 0)?.value ?? 1n;
   }
 
   /** MXCSR, the SSE control/status register (through XSAVE: KVM_GET_FPU leaves it out). */

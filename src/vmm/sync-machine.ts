@@ -46,7 +46,8 @@ import { EMULATOR_CMDLINE_SUMMARY, linuxEmulatorCmdline, probeCpuidEnforcement }
 import { probeSyscallEntry, SyscallEntryFixup } from '../arch/x86/syscall-entry';
 import { GuestDebugRegisters } from '../arch/x86/debug-registers';
 import type { DebugExit } from '../kvm/structs/run';
-import { emulationFailureHandler } from '../arch/x86/emulation-workarounds';
+import { DEFAULT_WORKAROUNDS, emulationFailureHandler } from '../arch/x86/emulation-workarounds';
+import { xsaveLayout, xsaveWorkarounds, type XsaveComponent } from '../arch/x86/xsave-workarounds';
 import { ExitStats } from './exit-stats';
 import { runExitLoop, type ExitLoopContext, type VcpuStop } from './exit-loop';
 import { parseSize } from './size';
@@ -205,6 +206,8 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
   private readonly trace?: (line: string) => void;
   private closed = false;
   private readonly workarounds: ReturnType<typeof emulationFailureHandler>;
+  /** Where each XSAVE component lives (KVM's CPUID leaf 0xD), for the xsave/xrstor workarounds. */
+  private readonly xsaveLayout: Map<number, XsaveComponent>;
   private pendingStop: ExitLoopContext['pendingStop'];
   /** The PCI bus ('pc' platform): mechanism #1 at 0xCF8, the host bridge at 00:00.0. */
   readonly pci?: PciHostBridge;
@@ -266,6 +269,7 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
       // keeps the others in UNINITIALIZED until the guest sends INIT/SIPI
       // (KVM API doc, KVM_SET_MP_STATE; SDM Vol. 3A 9.4 MP initialization).
       const supported = kvm.supportedCpuid();
+      this.xsaveLayout = xsaveLayout(supported);
       for (let id = 0; id < cpus; id++) {
         const vcpu = this.vm.createVcpu(id);
         vcpu.setCpuid(buildGuestCpuid(supported, { vcpuId: id, cpuCount: cpus }));
@@ -307,7 +311,10 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
       this.memory.close();
       throw err;
     }
-    this.workarounds = emulationFailureHandler(this.memory, (message) => this.emit('log', message));
+    this.workarounds = emulationFailureHandler(this.memory, (message) => this.emit('log', message), [
+      ...DEFAULT_WORKAROUNDS,
+      ...xsaveWorkarounds(this.xsaveLayout),
+    ]);
   }
 
   /** The virtio devices the config asks for, in a fixed order: console, disks, NICs, rng. */

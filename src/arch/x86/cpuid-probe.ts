@@ -9,7 +9,7 @@
 // masking from inside the guest (see linuxEmulatorCmdline below).
 import type { Kvm } from '../../kvm/kvm';
 import { GuestMemory } from '../../memory/guest-memory';
-import { buildGuestCpuid, CPUID_1_ECX_POPCNT, CPUID_1_ECX_XSAVE } from './cpuid';
+import { buildGuestCpuid, CPUID_1_ECX_CX16, CPUID_1_ECX_POPCNT } from './cpuid';
 import { setupRealMode } from './modes';
 
 export interface CpuidProbeResult {
@@ -44,8 +44,8 @@ export function probeCpuidEnforcement(kvm: Kvm): CpuidProbeResult {
     if (exit.reason !== 'hlt') throw new Error(`CPUID probe guest ended with ${exit.reason}, not hlt`);
     const setEcx = cpuid.find((e) => e.function === 1)?.ecx ?? 0;
     const guestEcx = Number(vcpu.getRegs().rcx & 0xffffffffn);
-    // Compare the bits the policy clears (XSAVE, POPCNT are masked and present on any recent host).
-    const watched = CPUID_1_ECX_XSAVE | CPUID_1_ECX_POPCNT;
+    // Compare bits the policy clears (CX16 and POPCNT are masked and present on any recent host).
+    const watched = CPUID_1_ECX_CX16 | CPUID_1_ECX_POPCNT;
     cached = { honored: (guestEcx & watched & ~setEcx) === 0, setEcx, guestEcx };
     return cached;
   } finally {
@@ -57,10 +57,17 @@ export function probeCpuidEnforcement(kvm: Kvm): CpuidProbeResult {
 /**
  * Kernel command-line switches with the effect of the CPUID policy
  * (cpuid.ts), for when CPUID masking is not honored. Linux documents both in
- * Documentation/admin-guide/kernel-parameters.txt: `noxsave` turns off
- * XSAVE (the kernel falls back to fxsave/fxrstor, which KVM's emulator
- * implements, and drops AVX and everything built on it), `clearcpuid=`
- * clears feature bits before the kernel patches its code for them.
+ * Documentation/admin-guide/kernel-parameters.txt: `noxsaves` keeps the
+ * kernel on the standard XSAVE format (xsave/xsaveopt/xrstor, which tskvm
+ * performs at the emulation-failure exit: xsave-workarounds.ts) instead of
+ * xsaves/xrstors with the compacted format and supervisor state;
+ * `clearcpuid=` clears feature bits before the kernel patches its code for
+ * them.
+ *
+ * XSAVE itself must stay on: this KVM runs the guest's user code natively
+ * with the host's AVX enabled, so a kernel limited to fxsave (`noxsave`)
+ * would not save the upper halves of the YMM registers on a context switch
+ * and processes would corrupt each other's AVX registers (glibc's memcpy).
  *
  * The clearcpuid value must stay under 128 bytes: Linux copies it into a
  * 128-byte buffer and silently drops the rest (cpu_parse_early_param() in
@@ -117,8 +124,8 @@ export const EMULATOR_SPEED_SWITCHES = [
 ] as const;
 
 /** linuxEmulatorCmdline() shortened for messages and help texts. */
-export const EMULATOR_CMDLINE_SUMMARY = 'noxsave clearcpuid=... cryptomgr.notests initcall_blacklist=... init_on_alloc=0';
+export const EMULATOR_CMDLINE_SUMMARY = 'noxsaves clearcpuid=... cryptomgr.notests initcall_blacklist=... init_on_alloc=0';
 
 export function linuxEmulatorCmdline(): string {
-  return `noxsave clearcpuid=${EMULATOR_CLEARCPUID.join(',')} ${EMULATOR_SPEED_SWITCHES.join(' ')}`;
+  return `noxsaves clearcpuid=${EMULATOR_CLEARCPUID.join(',')} ${EMULATOR_SPEED_SWITCHES.join(' ')}`;
 }

@@ -31,6 +31,10 @@ export interface MemoryOperandInstruction {
   addressSize32: boolean;
   /** FS/GS override (the only segment overrides with a base in 64-bit mode). */
   segment?: 'fs' | 'gs';
+  /** REX.W: 64-bit operand size (e.g. xsave64 rather than xsave). */
+  rexW: boolean;
+  /** The last 66/F2/F3 prefix: with 0F opcodes it selects a different instruction (e.g. 66 0F AE /6 is clwb, not xsaveopt). */
+  mandatoryPrefix?: 0x66 | 0xf2 | 0xf3;
   /** Total instruction length in bytes. */
   length: number;
 }
@@ -47,13 +51,15 @@ export function decodeMemoryOperand(bytes: Uint8Array, opcode: readonly number[]
   let i = 0;
   let segment: 'fs' | 'gs' | undefined;
   let addressSize32 = false;
+  let mandatoryPrefix: 0x66 | 0xf2 | 0xf3 | undefined;
   // Legacy prefixes, any order (SDM Vol. 2A, 2.1.1).
   for (; i < limit; i++) {
     const b = bytes[i]!;
     if (b === 0x64) segment = 'fs';
     else if (b === 0x65) segment = 'gs';
     else if (b === 0x67) addressSize32 = true;
-    else if (b === 0x66 || b === 0xf0 || b === 0xf2 || b === 0xf3 || b === 0x2e || b === 0x36 || b === 0x3e || b === 0x26) continue;
+    else if (b === 0x66 || b === 0xf2 || b === 0xf3) mandatoryPrefix = b;
+    else if (b === 0xf0 || b === 0x2e || b === 0x36 || b === 0x3e || b === 0x26) continue;
     else break;
   }
   let rex = 0;
@@ -94,7 +100,7 @@ export function decodeMemoryOperand(bytes: Uint8Array, opcode: readonly number[]
   if (dispSize === 1) displacement = BigInt((bytes[i]! << 24) >> 24);
   else if (dispSize === 4) displacement = BigInt(bytes[i]! | (bytes[i + 1]! << 8) | (bytes[i + 2]! << 16) | (bytes[i + 3]! << 24));
   i += dispSize;
-  return { reg, base, index, scale, displacement, ripRelative, addressSize32, segment, length: i };
+  return { reg, base, index, scale, displacement, ripRelative, addressSize32, segment, rexW: (rex & 8) !== 0, mandatoryPrefix, length: i };
 }
 
 /** The linear address the operand names, given the registers at the instruction. */
