@@ -47,6 +47,21 @@ test('ldmxcsr/stmxcsr, fwait, stac/clac run to completion with the right effects
   }
 });
 
+test('stmxcsr to an address the page tables do not map raises #PF with CR2 (no IDT here: triple fault)', () => {
+  const machine = SyncMachine.create({ memory: '2M', platform: 'pc' });
+  try {
+    // movabs $0x100000000,%rax ; stmxcsr (%rax) ; mov $0xfe,%al ; out %al,$0x64 ; hlt
+    // The long-mode set-up identity-maps the first 4 GiB only.
+    machine.loadBinary(Uint8Array.of(0x48, 0xb8, 0, 0, 0, 0, 1, 0, 0, 0, 0x0f, 0xae, 0x18, 0xb0, 0xfe, 0xe6, 0x64, 0xf4), 0x8000);
+    machine.setMode('long', { entry: 0x8000 });
+    const stop = machine.runSync();
+    expect(stop).toMatchObject({ kind: 'error', reason: 'triple fault' });
+    expect(machine.vcpu.getSregs().cr2).toBe(0x100000000n);
+  } finally {
+    machine.close();
+  }
+});
+
 test('an instruction no workaround knows still stops with a report (movd %ecx,%xmm15)', () => {
   const machine = SyncMachine.create({ memory: '2M', platform: 'pc' });
   try {

@@ -19,8 +19,10 @@
 //
 //   ldmxcsr / stmxcsr m32 (0f ae /2, 0f ae /3): load / store MXCSR (SDM Vol. 2A,
 //   "LDMXCSR", "STMXCSR"). Linux runs ldmxcsr in kernel_fpu_begin(). We decode
-//   the memory operand, move the 32 bits between guest memory and the MXCSR in
-//   KVM_GET/SET_XSAVE (KVM_GET/SET_FPU ignore MXCSR), and advance RIP. Reserved MXCSR bits set → #GP(0).
+//   the memory operand, move the 32 bits between guest memory (through the
+//   guest's page tables: a not-present or read-only page raises #PF as on the
+//   CPU, page-walk.ts) and the MXCSR in KVM_GET/SET_XSAVE (KVM_GET/SET_FPU
+//   ignore MXCSR), and advance RIP. Reserved MXCSR bits set → #GP(0).
 //
 //   clac / stac (0f 01 ca / 0f 01 cb): clear / set RFLAGS.AC (SDM Vol. 2A).
 //   The CPUID policy hides SMAP so Linux does not use them; this covers a
@@ -28,7 +30,8 @@
 import type { Vcpu } from '../../kvm/vcpu';
 import type { InternalErrorExit } from '../../kvm/structs/run';
 import type { GuestMemory } from '../../memory/guest-memory';
-import { instructionBytesAt, readLinear, writeLinear } from './code-fetch';
+import { instructionBytesAt } from './code-fetch';
+import { injectAccessFault, readGuestLinear, VECTOR_GENERAL_PROTECTION, writeGuestLinear } from './page-walk';
 import { decodeMemoryOperand, effectiveAddress } from './memory-operand';
 
 export const VECTOR_BREAKPOINT = 3;
@@ -74,7 +77,7 @@ export const fwaitWorkaround: Workaround = {
   },
 };
 
-export const VECTOR_GENERAL_PROTECTION = 13;
+export { VECTOR_GENERAL_PROTECTION } from './page-walk';
 /**
  * MXCSR bits that may be set: 0–15 on every SSE CPU (SDM Vol. 1, 11.6.6,
  * "Guidelines for Writing to the MXCSR Register"); bit 6 (DAZ) exists on all
@@ -93,8 +96,9 @@ export const mxcsrWorkaround: Workaround = {
     const regs = vcpu.getRegs();
     const address = effectiveAddress(op, regs, sregs);
     if (op.reg === 2) {
-      const data = readLinear(vcpu, memory, address, 4);
-      if (data.length !== 4) return false;
+      const read = readGuestLinear(memory, sregs, address, 4);
+      if (read.kind !== 'ok') return injectAccessFault(vcpu, read);
+      const data = read.value;
       const value = (data[0]! | (data[1]! << 8) | (data[2]! << 16) | (data[3]! << 24)) >>> 0;
       if (value & ~MXCSR_WRITABLE) {
         vcpu.injectException(VECTOR_GENERAL_PROTECTION, 0);
@@ -104,7 +108,8 @@ export const mxcsrWorkaround: Workaround = {
     } else {
       const value = vcpu.getMxcsr() >>> 0;
       const data = Uint8Array.of(value & 0xff, (value >> 8) & 0xff, (value >> 16) & 0xff, value >>> 24);
-      if (!writeLinear(vcpu, memory, address, data)) return false;
+      const written = writeGuestLinear(memory, sregs, address, data);
+      if (written.kind !== 'ok') return injectAccessFault(vcpu, written);
     }
     regs.rip += BigInt(op.length);
     vcpu.setRegs(regs);

@@ -12,6 +12,7 @@
 // entry read is bounds-checked and a table outside RAM reads as not present.
 import type { GuestMemory } from '../../memory/guest-memory';
 import type { Sregs } from '../../kvm/structs/sregs';
+import type { Vcpu } from '../../kvm/vcpu';
 
 const P = 1n;
 const RW = 2n;
@@ -128,4 +129,25 @@ export function writeGuestLinear(memory: GuestMemory, sregs: Sregs, linear: bigi
   if (r.kind !== 'ok') return r;
   r.value.forEach((gpa, i) => memory.writeU8(gpa, data[i]!));
   return { kind: 'ok', value: true };
+}
+
+export const VECTOR_GENERAL_PROTECTION = 13;
+
+/**
+ * Raises, in the guest, the exception a failed access stands for: #PF with
+ * CR2 = the faulting address and the CPU's error code, or #GP(0) for a
+ * non-canonical address. Returns false for 'unsupported' (nothing raised: the
+ * caller reports the instruction instead of guessing).
+ */
+export function injectAccessFault(vcpu: Vcpu, fault: Exclude<WalkResult, { kind: 'ok' }>): boolean {
+  if (fault.kind === 'unsupported') return false;
+  if (fault.kind === 'general-protection') {
+    vcpu.injectException(VECTOR_GENERAL_PROTECTION, 0);
+    return true;
+  }
+  const sregs = vcpu.getSregs();
+  sregs.cr2 = fault.address;
+  vcpu.setSregs(sregs);
+  vcpu.injectException(VECTOR_PAGE_FAULT, fault.errorCode);
+  return true;
 }

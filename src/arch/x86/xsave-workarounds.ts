@@ -28,11 +28,10 @@ import type { GuestMemory } from '../../memory/guest-memory';
 import { KVM_XSAVE_SIZE } from '../../kvm/structs/xsave';
 import type { Workaround } from './emulation-workarounds';
 import { decodeMemoryOperand, effectiveAddress } from './memory-operand';
-import { readGuestLinear, VECTOR_PAGE_FAULT, writeGuestLinear, type LinearAccessResult } from './page-walk';
+import { injectAccessFault, readGuestLinear, VECTOR_GENERAL_PROTECTION, writeGuestLinear, type LinearAccessResult } from './page-walk';
 
 const VECTOR_INVALID_OPCODE = 6;
 const VECTOR_DEVICE_NOT_AVAILABLE = 7;
-const VECTOR_GENERAL_PROTECTION = 13;
 
 const CR0_TS = 1n << 3n;
 const CR4_OSXSAVE = 1n << 18n;
@@ -170,12 +169,7 @@ function raise(vcpu: Vcpu, vector: number, errorCode?: number): Outcome {
 
 /** Turns a failed guest-memory access into the exception the CPU would raise. */
 function raiseAccessFault(vcpu: Vcpu, fault: Exclude<LinearAccessResult<unknown>, { kind: 'ok' }>): Outcome {
-  if (fault.kind === 'unsupported') return 'unhandled';
-  if (fault.kind === 'general-protection') return raise(vcpu, VECTOR_GENERAL_PROTECTION, 0);
-  const sregs = vcpu.getSregs();
-  sregs.cr2 = fault.address;
-  vcpu.setSregs(sregs);
-  return raise(vcpu, VECTOR_PAGE_FAULT, fault.errorCode);
+  return injectAccessFault(vcpu, fault) ? 'done' : 'unhandled';
 }
 
 /** The checks every XSAVE-family instruction makes first (SDM Vol. 2B, "Protected Mode Exceptions"). */
