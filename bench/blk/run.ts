@@ -8,7 +8,9 @@
 // The guest's /init (built here) loads virtio_pci + virtio_blk, then runs
 //   dd if=/dev/zero of=/dev/vda bs=BS count=N oflag=direct   (write)
 //   dd if=/dev/vda of=/dev/null bs=BS count=N iflag=direct   (read)
-// and prints dd's summary lines, which carry the guest-clock throughput.
+// each between two reads of /proc/uptime (the guest clock, 10 ms steps), and
+// prints "blk-write T0 T1" / "blk-read T0 T1": Debian's busybox dd prints
+// only its record counts, no time or rate.
 //
 // QEMU is tried with KVM first (-enable-kvm -cpu host, cache=none, like
 // tskvm's O_DIRECT-less but fsync-on-flush file backend); on the nested KVM of
@@ -40,14 +42,18 @@ interface Result {
   seconds: number;
 }
 
-/** busybox dd: "67108864 bytes (64.0MB) copied, 1.234 seconds, 51.8MB/s". */
-function parseDd(text: string): number[] {
-  const rates: number[] = [];
-  for (const m of text.matchAll(/(\d+) bytes \([^)]*\) copied, ([\d.]+) seconds/g)) rates.push(Number(m[1]) / 1e6 / Number(m[2]));
-  return rates;
+/** MB/s for "blk-write T0 T1" and "blk-read T0 T1" (guest uptime in seconds around each dd). */
+function parseRates(text: string, bytes: number): { writeMBs?: number; readMBs?: number } {
+  const rate = (name: string): number | undefined => {
+    const m = new RegExp(`${name} ([\\d.]+) ([\\d.]+)`).exec(text);
+    const seconds = m ? Number(m[2]) - Number(m[1]) : NaN;
+    // A 10 ms clock: a run shorter than one step has no measurable rate.
+    return seconds > 0 ? bytes / 1e6 / seconds : undefined;
+  };
+  return { writeMBs: rate('blk-write'), readMBs: rate('blk-read') };
 }
 
-function runGuest(command: string, args: string[], timeoutSeconds: number, failurePattern?: RegExp): Promise<Result> {
+function runGuest(command: string, args: string[], bytes: number, timeoutSeconds: number, failurePattern?: RegExp): Promise<Result> {
   return new Promise((resolve) => {
     const started = Date.now();
     const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -56,6 +62,12 @@ function runGuest(command: string, args: string[], timeoutSeconds: number, failu
     const finish = (r: Omit<Result, 'seconds'>): void => {
       if (done) return;
       done = true;
+      if (!r.ok) {
+        // Keep the whole console for the post-mortem: the summary shows only its last lines.
+        const log = path.join(os.tmpdir(), `tskvm-blk-bench-${path.basename(command)}-${process.pid}-${Date.now()}.log`);
+        fs.writeFileSync(log, out);
+        r = { ...r, failure: `${r.failure} (console: ${log})` };
+      }
       clearTimeout(timer);
       child.kill('SIGKILL');
       resolve({ ...r, seconds: (Date.now() - started) / 1000 });
@@ -63,8 +75,8 @@ function runGuest(command: string, args: string[], timeoutSeconds: number, failu
     const timer = setTimeout(() => finish({ ok: false, failure: `no result within ${timeoutSeconds} s` }), timeoutSeconds * 1000);
     const check = (): void => {
       if (out.includes(DONE)) {
-        const [writeMBs, readMBs] = parseDd(out);
-        finish(writeMBs && readMBs ? { ok: true, writeMBs, readMBs } : { ok: false, failure: `dd printed no rates: ${out.slice(-500)}` });
+        const { writeMBs, readMBs } = parseRates(out, bytes);
+        finish(writeMBs && readMBs ? { ok: true, writeMBs, readMBs } : { ok: false, failure: `no timings in the output: ${out.slice(-500)}` });
       } else if (failurePattern?.test(out)) {
         finish({ ok: false, failure: (out.match(/KVM internal error[^\n]*/)?.[0] ?? 'failed') + ' (emulation failure)' });
       }
@@ -92,8 +104,8 @@ async function main(): Promise<void> {
     cache: CACHE,
     modules: ['virtio_pci', 'virtio_blk'],
     initCommands: [
-      `dd if=/dev/zero of=/dev/vda bs=${bs} count=${count} oflag=direct`,
-      `dd if=/dev/vda of=/dev/null bs=${bs} count=${count} iflag=direct`,
+      `read t0 rest < /proc/uptime; dd if=/dev/zero of=/dev/vda bs=${bs} count=${count} oflag=direct; read t1 rest < /proc/uptime; echo "blk-write $t0 $t1"`,
+      `read t0 rest < /proc/uptime; dd if=/dev/vda of=/dev/null bs=${bs} count=${count} iflag=direct; read t1 rest < /proc/uptime; echo "blk-read $t0 $t1"`,
       `echo ${DONE.slice(0, 5)}""${DONE.slice(5)}`,
       'poweroff -f',
     ],
@@ -102,7 +114,8 @@ async function main(): Promise<void> {
   const base = 'console=ttyS0 panic=-1 quiet';
   console.log(`bench/blk: kernel ${ver}, ${sizeMb} MiB image, dd bs=${bs} count=${count}, O_DIRECT in the guest`);
 
-  const tskvm = await runGuest(process.execPath, [CLI, 'run', '-k', kernel, '-i', initrd, '-m', '256M', '-p', base, '--disk', image], timeout);
+  const bytes = count * parseBs(bs);
+  const tskvm = await runGuest(process.execPath, [CLI, 'run', '-k', kernel, '-i', initrd, '-m', '256M', '-p', base, '--disk', image], bytes, timeout);
   // The same kernel switches tskvm adds on this KVM, so both guests run the same code paths.
   const cmdline = `${base} ${linuxEmulatorCmdline()}`;
   const qemuArgs = (drive: string): string[] => [
@@ -110,11 +123,11 @@ async function main(): Promise<void> {
     '-drive', `file=${image},if=none,id=d0,format=raw,${drive}`, '-device', 'virtio-blk-pci,drive=d0,disable-legacy=on',
   ];
   let qemuLabel = 'qemu -enable-kvm';
-  let qemu = await runGuest('qemu-system-x86_64', ['-enable-kvm', '-cpu', 'host', ...qemuArgs('cache=none,aio=threads')], timeout, /KVM internal error[\s\S]*Code=/);
+  let qemu = await runGuest('qemu-system-x86_64', ['-enable-kvm', '-cpu', 'host', ...qemuArgs('cache=none,aio=threads')], bytes, timeout, /KVM internal error[\s\S]*Code=/);
   const kvmFailure = qemu.ok ? undefined : qemu.failure;
   if (!qemu.ok) {
     qemuLabel = 'qemu tcg';
-    qemu = await runGuest('qemu-system-x86_64', ['-accel', 'tcg', ...qemuArgs('cache=none,aio=threads')], timeout);
+    qemu = await runGuest('qemu-system-x86_64', ['-accel', 'tcg', ...qemuArgs('cache=none,aio=threads')], bytes, timeout);
   }
   const row = (name: string, r: Result): string =>
     r.ok ? `${name.padEnd(18)} write ${r.writeMBs!.toFixed(1).padStart(8)} MB/s   read ${r.readMBs!.toFixed(1).padStart(8)} MB/s   (run ${r.seconds.toFixed(1)} s)` : `${name.padEnd(18)} failed: ${r.failure}`;
