@@ -186,6 +186,8 @@ const SLICE_HALTED_US = 200;
  * vCPU runs), INIT and SIPI. Linux's tick is 4 ms (Debian: CONFIG_HZ=250).
  */
 const HALTED_POLL_MS = 4;
+/** How often, at most, runSync re-checks where the guest's #PF handler is (SYSCALL fix-up). */
+const ARM_CHECK_INTERVAL_MS = 1;
 /** KVM_MP_STATE_UNINITIALIZED and KVM_MP_STATE_HALTED (KVM API doc 4.38). */
 const MP_STATE_UNINITIALIZED = 1;
 const MP_STATE_HALTED = 3;
@@ -624,14 +626,20 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
   runSync(hooks: { afterExit?: () => void; shouldStop?: () => boolean; onDebug?: (exit: DebugExit) => boolean } = {}): VcpuStop {
     const machine = this;
     const fixups = [...this.syscallFixups.values()];
-    let exitsUntilArmCheck = 0;
+    let lastArmCheck = -Infinity;
     const afterExit =
       fixups.length > 0
         ? () => {
-            // Look for the guest's IDT now and then: often until armed, rarely after.
-            if (--exitsUntilArmCheck <= 0) {
+            // Keep the breakpoint on the guest's current #PF handler: look at
+            // the IDT at an exit once a millisecond or more has passed (a
+            // KVM_GET_SREGS and a 16-byte read). The handler moves when Linux
+            // replaces its early IDT, and a kernel booted with `quiet` makes so
+            // few exits that a check every N exits came after init's first
+            // syscall: init segfaulted at LSTAR (seen in bench/blk).
+            const now = performance.now();
+            if (now - lastArmCheck >= ARM_CHECK_INTERVAL_MS) {
+              lastArmCheck = now;
               for (const fixup of fixups) fixup.arm();
-              exitsUntilArmCheck = fixups.every((f) => f.armed) ? 65536 : 2048;
             }
             hooks.afterExit?.();
           }
