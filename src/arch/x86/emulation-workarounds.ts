@@ -83,7 +83,7 @@ export { VECTOR_GENERAL_PROTECTION } from './page-walk';
  * "Guidelines for Writing to the MXCSR Register"); bit 6 (DAZ) exists on all
  * CPUs KVM runs on today.
  */
-const MXCSR_WRITABLE = 0xffff;
+export const MXCSR_WRITABLE = 0xffff;
 
 export const mxcsrWorkaround: Workaround = {
   name: 'ldmxcsr/stmxcsr',

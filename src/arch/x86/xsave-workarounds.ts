@@ -23,10 +23,12 @@
 // that CPUID does not describe is left unhandled and reported as an
 // emulation failure rather than guessed.
 import type { Vcpu } from '../../kvm/vcpu';
+import type { Regs } from '../../kvm/structs/regs';
+import type { Sregs } from '../../kvm/structs/sregs';
 import type { CpuidEntry } from '../../kvm/structs/cpuid';
 import type { GuestMemory } from '../../memory/guest-memory';
 import { KVM_XSAVE_SIZE } from '../../kvm/structs/xsave';
-import type { Workaround } from './emulation-workarounds';
+import { MXCSR_WRITABLE, type Workaround } from './emulation-workarounds';
 import { decodeMemoryOperand, effectiveAddress } from './memory-operand';
 import { injectAccessFault, readGuestLinear, VECTOR_GENERAL_PROTECTION, writeGuestLinear, type LinearAccessResult } from './page-walk';
 
@@ -55,8 +57,6 @@ const XSAVE_ALIGNMENT = 64n;
 const FCW_INIT = 0x037f;
 /** MXCSR after initialization (SDM Vol. 1, 10.2.3.1). */
 const MXCSR_INIT = 0x1f80;
-/** MXCSR bits that may be set (SDM Vol. 1, 11.6.6); others raise #GP. */
-const MXCSR_WRITABLE = 0xffff;
 
 const FEATURE_X87 = 0;
 const FEATURE_SSE = 1;
@@ -173,21 +173,19 @@ function raiseAccessFault(vcpu: Vcpu, fault: Exclude<LinearAccessResult<unknown>
 }
 
 /** The checks every XSAVE-family instruction makes first (SDM Vol. 2B, "Protected Mode Exceptions"). */
-function checkUsable(vcpu: Vcpu): Outcome | undefined {
-  const sregs = vcpu.getSregs();
+function checkUsable(vcpu: Vcpu, sregs: Sregs): Outcome | undefined {
   if (!(sregs.cr4 & CR4_OSXSAVE)) return raise(vcpu, VECTOR_INVALID_OPCODE);
   if (sregs.cr0 & CR0_TS) return raise(vcpu, VECTOR_DEVICE_NOT_AVAILABLE);
   return undefined;
 }
 
-function requestedFeatures(vcpu: Vcpu): bigint {
-  const regs = vcpu.getRegs();
+/** RFBM: EDX:EAX masked by XCR0. */
+function requestedFeatures(regs: Regs, xcr0: bigint): bigint {
   const mask = ((regs.rdx & 0xffffffffn) << 32n) | (regs.rax & 0xffffffffn);
-  return mask & vcpu.getXcr0();
+  return mask & xcr0;
 }
 
-function advance(vcpu: Vcpu, length: number): Outcome {
-  const regs = vcpu.getRegs();
+function advance(vcpu: Vcpu, regs: Regs, length: number): Outcome {
   regs.rip += BigInt(length);
   vcpu.setRegs(regs);
   return 'done';
@@ -207,12 +205,22 @@ const COMPACTED = 1n << 63n;
  * The 32-bit forms' x87 pointer layout (FCS/FDS selectors) is not produced:
  * the 64-bit layout is written for both, as a 64-bit kernel uses the REX.W forms.
  */
-function emulateXsave(vcpu: Vcpu, memory: GuestMemory, address: bigint, length: number, layout: Map<number, XsaveComponent>, compacted: boolean): Outcome {
-  const rfbm = requestedFeatures(vcpu);
+/** What the instruction's emulation needs, read once at the exit. */
+interface Instruction {
+  vcpu: Vcpu;
+  memory: GuestMemory;
+  regs: Regs;
+  sregs: Sregs;
+  /** Linear address of the XSAVE area. */
+  address: bigint;
+  length: number;
+}
+
+function emulateXsave({ vcpu, memory, regs, sregs, address, length }: Instruction, layout: Map<number, XsaveComponent>, compacted: boolean): Outcome {
+  const rfbm = requestedFeatures(regs, vcpu.getXcr0());
   const offsets = guestOffsets(layout, compacted ? rfbm : undefined);
   const pieces = offsets && requestedPieces(rfbm, layout, offsets);
   if (!pieces) return 'unhandled';
-  const sregs = vcpu.getSregs();
   const current = readGuestLinear(memory, sregs, address, imageEnd(pieces), 'write');
   if (current.kind !== 'ok') return raiseAccessFault(vcpu, current);
   const image = current.value;
@@ -228,7 +236,7 @@ function emulateXsave(vcpu: Vcpu, memory: GuestMemory, address: bigint, length: 
   }
   const written = writeGuestLinear(memory, sregs, address, image);
   if (written.kind !== 'ok') return raiseAccessFault(vcpu, written);
-  return advance(vcpu, length);
+  return advance(vcpu, regs, length);
 }
 
 /**
@@ -239,10 +247,9 @@ function emulateXsave(vcpu: Vcpu, memory: GuestMemory, address: bigint, length: 
  * initializes it to 1F80H. #GP for a header naming components outside XCR0
  * (or outside XCOMP_BV), non-zero reserved header bytes, or reserved MXCSR bits.
  */
-function emulateXrstor(vcpu: Vcpu, memory: GuestMemory, address: bigint, length: number, layout: Map<number, XsaveComponent>): Outcome {
+function emulateXrstor({ vcpu, memory, regs, sregs, address, length }: Instruction, layout: Map<number, XsaveComponent>): Outcome {
   const xcr0 = vcpu.getXcr0();
-  const rfbm = requestedFeatures(vcpu);
-  const sregs = vcpu.getSregs();
+  const rfbm = requestedFeatures(regs, xcr0);
   const header = readGuestLinear(memory, sregs, address + BigInt(HEADER_OFFSET), HEADER_SIZE);
   if (header.kind !== 'ok') return raiseAccessFault(vcpu, header);
   const headerView = new DataView(header.value.buffer, header.value.byteOffset, HEADER_SIZE);
@@ -298,7 +305,7 @@ function emulateXrstor(vcpu: Vcpu, memory: GuestMemory, address: bigint, length:
   }
   stateView.setBigUint64(HEADER_OFFSET, stateBv, true);
   vcpu.setXsave(state);
-  return advance(vcpu, length);
+  return advance(vcpu, regs, length);
 }
 
 /** CPUID.(EAX=0xD, ECX=1):EAX bit 2: XGETBV with ECX = 1 reads XINUSE & XCR0. */
@@ -335,7 +342,7 @@ export function xsaveWorkarounds(layout: Map<number, XsaveComponent>): Workaroun
     description: string,
     opcode: readonly number[],
     reg: number,
-    run: (vcpu: Vcpu, memory: GuestMemory, address: bigint, length: number) => Outcome,
+    run: (instruction: Instruction) => Outcome,
   ): Workaround => ({
     name,
     description,
@@ -344,21 +351,22 @@ export function xsaveWorkarounds(layout: Map<number, XsaveComponent>): Workaroun
       if (!op || op.mandatoryPrefix !== undefined || (op.reg & 7) !== reg) return false;
       const sregs = vcpu.getSregs();
       if (!sregs.cs.l) return false; // the decoder speaks 64-bit mode only
-      if (checkUsable(vcpu)) return true;
-      const address = effectiveAddress(op, vcpu.getRegs(), sregs);
+      if (checkUsable(vcpu, sregs)) return true;
+      const regs = vcpu.getRegs();
+      const address = effectiveAddress(op, regs, sregs);
       if (address % XSAVE_ALIGNMENT !== 0n) {
         vcpu.injectException(VECTOR_GENERAL_PROTECTION, 0);
         return true;
       }
-      return run(vcpu, memory, address, op.length) === 'done';
+      return run({ vcpu, memory, regs, sregs, address, length: op.length }) === 'done';
     },
   });
   const saved = 'wrote the requested FPU state (KVM_GET_XSAVE) to guest memory and advanced RIP';
   return [
-    memoryForm('xsave', `xsave is not emulated by KVM here: ${saved}`, [0x0f, 0xae], 4, (v, m, a, n) => emulateXsave(v, m, a, n, layout, false)),
-    memoryForm('xrstor', 'xrstor is not emulated by KVM here: loaded the requested FPU state from guest memory (KVM_SET_XSAVE) and advanced RIP', [0x0f, 0xae], 5, (v, m, a, n) => emulateXrstor(v, m, a, n, layout)),
-    memoryForm('xsaveopt', `xsaveopt is not emulated by KVM here: ${saved}`, [0x0f, 0xae], 6, (v, m, a, n) => emulateXsave(v, m, a, n, layout, false)),
-    memoryForm('xsavec', `xsavec is not emulated by KVM here: ${saved} in the compacted format`, [0x0f, 0xc7], 4, (v, m, a, n) => emulateXsave(v, m, a, n, layout, true)),
+    memoryForm('xsave', `xsave is not emulated by KVM here: ${saved}`, [0x0f, 0xae], 4, (i) => emulateXsave(i, layout, false)),
+    memoryForm('xrstor', 'xrstor is not emulated by KVM here: loaded the requested FPU state from guest memory (KVM_SET_XSAVE) and advanced RIP', [0x0f, 0xae], 5, (i) => emulateXrstor(i, layout)),
+    memoryForm('xsaveopt', `xsaveopt is not emulated by KVM here: ${saved}`, [0x0f, 0xae], 6, (i) => emulateXsave(i, layout, false)),
+    memoryForm('xsavec', `xsavec is not emulated by KVM here: ${saved} in the compacted format`, [0x0f, 0xc7], 4, (i) => emulateXsave(i, layout, true)),
     xgetbvWorkaround,
   ];
 }
