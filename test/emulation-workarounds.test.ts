@@ -3,7 +3,7 @@
 // execute at CPL0 (DESIGN.md); tskvm's 'pc' platform produces their effect.
 // The guest ends by pulsing the reset line through the i8042 (out 0xfe, 0x64).
 import { SyncMachine } from '../src';
-import { EMULATOR_CLEARCPUID, CLEARCPUID_MAX_LENGTH, linuxEmulatorCmdline, probeCpuidEnforcement } from '../src/arch/x86/cpuid-probe';
+import { EMULATOR_CLEARCPUID, CLEARCPUID_MAX_LENGTH, emulatorClockSwitches, linuxEmulatorCmdline, probeCpuidEnforcement } from '../src/arch/x86/cpuid-probe';
 import { Kvm } from '../src/kvm/kvm';
 
 // as(1) output for:
@@ -97,6 +97,35 @@ describe('CPUID probe and the kernel switches', () => {
     const value = EMULATOR_CLEARCPUID.join(',');
     expect(value.length).toBeLessThanOrEqual(CLEARCPUID_MAX_LENGTH);
     expect(new Set(EMULATOR_CLEARCPUID).size).toBe(EMULATOR_CLEARCPUID.length);
-    expect(linuxEmulatorCmdline()).toBe(`noxsaves clearcpuid=${value} cryptomgr.notests initcall_blacklist=ftrace_check_for_weak_functions,tracer_init_tracefs init_on_alloc=0`);
+    expect(linuxEmulatorCmdline()).toBe(
+      `noxsaves clearcpuid=${value} cryptomgr.notests initcall_blacklist=ftrace_check_for_weak_functions,tracer_init_tracefs,trace_eval_init init_on_alloc=0 nowatchdog`,
+    );
+  });
+
+  test("a switch the user set is not added again, so the user's value counts", () => {
+    const added = linuxEmulatorCmdline('console=ttyS0  init_on_alloc=1 nowatchdog clearcpuid=pku initcall_blacklist=foo');
+    expect(added.split(' ')).not.toContain('init_on_alloc=0');
+    expect(added.split(' ')).not.toContain('nowatchdog');
+    expect(added).not.toContain('clearcpuid=');
+    // initcall_blacklist= adds to a list: ours is added as well.
+    expect(added).toContain('initcall_blacklist=ftrace_check_for_weak_functions');
+    expect(added).toContain('noxsaves');
+    // A switch whose name only starts like one of ours does not count.
+    expect(linuxEmulatorCmdline('init_on_alloc_x=1 nowatchdogs')).toContain('init_on_alloc=0 nowatchdog');
+    expect(linuxEmulatorCmdline('')).toBe(linuxEmulatorCmdline());
+  });
+
+  test('with the TSC frequency the guest keeps time on the TSC instead of kvm-clock', () => {
+    expect(emulatorClockSwitches(2445406)).toEqual(['no-kvmclock', 'tsc=reliable', 'tsc_early_khz=2445406']);
+    expect(linuxEmulatorCmdline('console=ttyS0', { tscKhz: 2445406 })).toBe(`${linuxEmulatorCmdline('console=ttyS0')} no-kvmclock tsc=reliable tsc_early_khz=2445406`);
+    // Unknown frequency: no clock switches (Linux would calibrate the TSC in emulated loops).
+    expect(linuxEmulatorCmdline('', { tscKhz: 0 })).not.toContain('kvmclock');
+    expect(linuxEmulatorCmdline('', {})).not.toContain('tsc=');
+    // A user who picks the clock keeps it, all three switches stay out.
+    for (const choice of ['clocksource=kvm-clock', 'no-kvmclock', 'tsc=unstable']) {
+      const added = linuxEmulatorCmdline(`console=ttyS0 ${choice}`, { tscKhz: 2445406 });
+      expect(added).not.toContain('tsc_early_khz');
+      expect(added).not.toContain('tsc=reliable');
+    }
   });
 });

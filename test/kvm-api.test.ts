@@ -71,6 +71,19 @@ describe('Vm and Vcpu state', () => {
     }
   });
 
+  it('reports the guest TSC frequency (KVM_GET_TSC_KHZ)', () => {
+    const vm = kvm.createVm();
+    try {
+      expect(kvm.checkExtension(Cap.GET_TSC_KHZ)).toBeGreaterThan(0);
+      const khz = vm.createVcpu(0).getTscKhz();
+      // Any x86 CPU KVM runs on counts between 100 MHz and 10 GHz.
+      expect(khz).toBeGreaterThan(100_000);
+      expect(khz).toBeLessThan(10_000_000);
+    } finally {
+      vm.close();
+    }
+  });
+
   it('round-trips registers, MSRs, FPU, CPUID and events through KVM', () => {
     const vm = kvm.createVm();
     try {

@@ -65,6 +65,7 @@ export const KVM = {
   IRQFD: iow(0x76, SIZEOF.kvm_irqfd),
   SIGNAL_MSI: iow(0xa5, SIZEOF.kvm_msi),
   ENABLE_CAP: iow(0xa3, SIZEOF.kvm_enable_cap),
+  GET_TSC_KHZ: io(0xa3),
   RUN: io(0x80),
   GET_REGS: ior(0x81, SIZEOF.kvm_regs),
   SET_REGS: iow(0x82, SIZEOF.kvm_regs),
@@ -159,6 +160,7 @@ export const Cap = {
   SPLIT_IRQCHIP: 121,
   X86_DISABLE_EXITS: 143,
   EXIT_ON_EMULATION_FAILURE: 204,
+  GET_TSC_KHZ: 61,
 } as const;
 
 /** KVM_SET_GUEST_DEBUG control bits (x86: <asm/kvm.h>). */

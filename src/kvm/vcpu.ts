@@ -236,6 +236,14 @@ export class Vcpu {
     native.ioctl(this.fd, KVM.SET_XCRS, encodeXcrs(xcrs));
   }
 
+  /**
+   * The guest's TSC frequency in kHz (KVM_GET_TSC_KHZ, KVM API doc 4.56;
+   * needs KVM_CAP_GET_TSC_KHZ): the rate at which RDTSC counts in the guest.
+   */
+  getTscKhz(): number {
+    return native.ioctl(this.fd, KVM.GET_TSC_KHZ, 0);
+  }
+
   /** XCR0, the XSAVE feature enable mask (SDM Vol. 1, 13.3); 1 (x87 only) when KVM reports none. */
   getXcr0(): bigint {
     return this.getXcrs().find((x) => x.index === 0)?.value ?? 1n;

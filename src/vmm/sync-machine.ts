@@ -12,6 +12,7 @@
 // behind the asynchronous `Machine` (machine.ts) runs.
 import { EventEmitter } from 'events';
 import { Kvm } from '../kvm/kvm';
+import { Cap } from '../kvm/constants';
 import type { Vm } from '../kvm/vm';
 import type { Vcpu } from '../kvm/vcpu';
 import { GuestMemory } from '../memory/guest-memory';
@@ -514,6 +515,17 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
    *   `emulatorWorkarounds` 'auto' (default) appends kernel switches with the
    *   CPUID policy's effect.
    */
+  /** The guest TSC's frequency in kHz, or undefined where KVM cannot tell (KVM_CAP_GET_TSC_KHZ). */
+  private guestTscKhz(): number | undefined {
+    if (this.kvm.checkExtension(Cap.GET_TSC_KHZ) <= 0) return undefined;
+    try {
+      const khz = this.vcpu.getTscKhz();
+      return khz > 0 ? khz : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   loadLinux(options: LoadLinuxOptions): LinuxBootInfo & { cmdline: string } {
     if (this.platform !== 'pc') throw new MachineConfigError("booting Linux needs the 'pc' platform (in-kernel interrupt controllers)");
     let kernel = options.kernel;
@@ -548,7 +560,7 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     let cmdline = options.cmdline;
     const mode = options.emulatorWorkarounds ?? 'auto';
     const addSwitches = mode === 'on' || (mode === 'auto' && !probeCpuidEnforcement(this.kvm).honored);
-    if (addSwitches) cmdline = `${cmdline} ${linuxEmulatorCmdline()}`.trim();
+    if (addSwitches) cmdline = `${cmdline} ${linuxEmulatorCmdline(cmdline, { tscKhz: this.guestTscKhz() })}`.trim();
     if (probeSyscallEntry(this.kvm) === 'stays-in-user-mode') this.enableSyscallEntryFixup();
     const info = loadLinux(this.memory, { ...options, kernel, initrd, cmdline });
     if (addSwitches && mode === 'auto') notes.push(`this KVM ignores the CPUID policy; added '${EMULATOR_CMDLINE_SUMMARY}' to the kernel command line`);

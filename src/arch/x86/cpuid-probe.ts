@@ -99,33 +99,95 @@ export const CLEARCPUID_MAX_LENGTH = 127;
 /**
  * Switches that only save time when kernel code runs in the emulator (about
  * 4 million instructions/s); each skips boot work that no tskvm guest needs
+ * or work that only matters on a CPU that executes kernel code itself
  * (Documentation/admin-guide/kernel-parameters.txt for each switch):
  *
  * - `cryptomgr.notests`: skip the crypto API's boot-time self-tests; their
  *   RSA test vectors alone kept a Debian kernel busy for minutes in
  *   big-number code here (measured by sampling RIP).
- * - `initcall_blacklist=ftrace_check_for_weak_functions,tracer_init_tracefs`:
- *   two tracing initcalls of Linux 6.1 (kernel/trace/ftrace.c, trace.c).
+ * - `initcall_blacklist=ftrace_check_for_weak_functions,tracer_init_tracefs,trace_eval_init`:
+ *   three tracing initcalls of Linux 6.1 (kernel/trace/ftrace.c, trace.c).
  *   The first looks up every one of ~37,700 ftrace call sites in kallsyms
  *   (the soft-lockup reports "stuck for 22s! ... ftrace_check_work_func" on
  *   Debian's 6.1 kernel); the second creates the tracefs files of every
  *   trace event while holding event_mutex, and init_kprobe_trace waits on
- *   it ("task swapper/0:1 blocked for more than 120 seconds"). Without them
- *   function tracing may also patch weak (overridden) functions and
- *   /sys/kernel/tracing has no event files; nothing else changes.
+ *   it ("task swapper/0:1 blocked for more than 120 seconds"); the third
+ *   rewrites the format string of every trace event for every enum name
+ *   (trace_event_update_all: a third of the RIP samples in the minute after
+ *   the clocksource switch). Without them function tracing may also patch
+ *   weak (overridden) functions, /sys/kernel/tracing has no event files and
+ *   event formats show enum values as numbers; nothing else changes.
  * - `init_on_alloc=0`: Debian's kernel zeroes every page it allocates
  *   (CONFIG_INIT_ON_ALLOC_DEFAULT_ON), one emulated store at a time here;
  *   pages that must be zero are still zeroed (__GFP_ZERO).
+ * - `nowatchdog`: the soft- and hard-lockup detectors compare wall-clock
+ *   time with the progress a native CPU makes. At the emulator's speed
+ *   correct but slow boot work (BTF parsing, kallsyms look-ups) trips them
+ *   every 20 s, and each report is a register dump and stack trace of about
+ *   2 KB printed from the timer interrupt: on a serial console two port
+ *   exits per byte, with the tick it runs in held up meanwhile.
  */
 export const EMULATOR_SPEED_SWITCHES = [
   'cryptomgr.notests',
-  'initcall_blacklist=ftrace_check_for_weak_functions,tracer_init_tracefs',
+  'initcall_blacklist=ftrace_check_for_weak_functions,tracer_init_tracefs,trace_eval_init',
   'init_on_alloc=0',
+  'nowatchdog',
 ] as const;
 
-/** linuxEmulatorCmdline() shortened for messages and help texts. */
-export const EMULATOR_CMDLINE_SUMMARY = 'noxsaves clearcpuid=... cryptomgr.notests initcall_blacklist=... init_on_alloc=0';
+/**
+ * Timekeeping on this KVM: kvm-clock (the paravirtual clock, KVM API doc
+ * "KVM_FEATURE_CLOCKSOURCE2") was measured to fall behind the TSC and then
+ * jump forward: a guest's printk time went from 9.6 s to 87.7 s within one
+ * second of host time, and after ten minutes its kvm-clock based sched_clock
+ * was 120 s behind the TSC ("sched_clock: Marking stable (554025741406, ...)
+ * ->(673828428097, ...)"). A jump is harmless once Linux runs its tick from
+ * high-resolution timers, but Linux switches its timekeeping from jiffies to
+ * kvm-clock first (clocksource_done_booting) and to high resolution on a
+ * later tick; a jump in between makes tick_handle_periodic() replay every
+ * missed 4 ms tick before it returns (kernel/time/tick-common.c), and a tick
+ * costs 1.5 to 4 ms in the emulator. Every boot spent about 100 s there
+ * after "clocksource: Switched to clocksource kvm-clock", and some never got
+ * out (soft-lockup reports with RIP frozen in stop_machine_cpuslocked for
+ * 1,000 s; the Linux test's boot timed out).
+ *
+ * The TSC itself keeps time here, so tskvm boots Linux on it:
+ * - `no-kvmclock`: do not register kvm-clock (Linux falls back to the TSC
+ *   for timekeeping and sched_clock; the wall clock comes from the CMOS RTC).
+ * - `tsc=reliable`: the TSC needs no watchdog (there is no HPET or ACPI PM
+ *   timer to check it against; without this Linux would never trust it for
+ *   high-resolution timers).
+ * - `tsc_early_khz=N`: the frequency, from KVM_GET_TSC_KHZ, so Linux does
+ *   not calibrate the TSC against the PIT in emulated polling loops.
+ * With them the clocksource switch ("Switched to clocksource tsc-early") was
+ * followed by the next boot message 1.7 s later instead of ~100 s.
+ */
+export function emulatorClockSwitches(tscKhz: number): string[] {
+  return ['no-kvmclock', 'tsc=reliable', `tsc_early_khz=${tscKhz}`];
+}
 
-export function linuxEmulatorCmdline(): string {
-  return `noxsaves clearcpuid=${EMULATOR_CLEARCPUID.join(',')} ${EMULATOR_SPEED_SWITCHES.join(' ')}`;
+/** linuxEmulatorCmdline() shortened for messages and help texts. */
+export const EMULATOR_CMDLINE_SUMMARY = 'noxsaves clearcpuid=... cryptomgr.notests initcall_blacklist=... init_on_alloc=0 nowatchdog no-kvmclock tsc=reliable tsc_early_khz=...';
+
+/** The name part of a command-line switch: `init_on_alloc` of `init_on_alloc=0`. */
+function switchName(word: string): string {
+  const equals = word.indexOf('=');
+  return equals < 0 ? word : word.slice(0, equals);
+}
+
+/**
+ * The switches to add to `userCmdline`. A switch the user already set is
+ * left out so the user's value counts (Linux takes the last occurrence of
+ * most switches, and ours are appended): `init_on_alloc=1` keeps page
+ * zeroing, a `clearcpuid=` of the user's own replaces the list.
+ * `initcall_blacklist=` adds to a list, so ours is added either way.
+ * `tscKhz` (KVM_GET_TSC_KHZ) enables the clock switches; without it Linux
+ * keeps kvm-clock. A user's `clocksource=` or `no-kvmclock` also keeps
+ * tskvm's clock switches out: the user chose the clock.
+ */
+export function linuxEmulatorCmdline(userCmdline = '', options: { tscKhz?: number } = {}): string {
+  const userSet = new Set(userCmdline.split(/\s+/).filter((w) => w !== '').map(switchName));
+  const userChoseClock = userSet.has('clocksource') || userSet.has('no-kvmclock') || userSet.has('tsc');
+  const clock = options.tscKhz && options.tscKhz > 0 && !userChoseClock ? emulatorClockSwitches(options.tscKhz) : [];
+  const switches = ['noxsaves', `clearcpuid=${EMULATOR_CLEARCPUID.join(',')}`, ...EMULATOR_SPEED_SWITCHES, ...clock];
+  return switches.filter((w) => switchName(w) === 'initcall_blacklist' || !userSet.has(switchName(w))).join(' ');
 }
