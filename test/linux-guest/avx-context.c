@@ -35,12 +35,22 @@ static void put(const char *s) {
   syscall4(SYS_write, 1, (long)s, n, 0);
 }
 
-static void put_number(long v) {
+/* A report line, assembled first and written with one system call. */
+struct line {
+  char text[96];
+  long length;
+};
+
+static void append(struct line *l, const char *s) {
+  while (*s && l->length < (long)sizeof(l->text)) l->text[l->length++] = *s++;
+}
+
+static void append_number(struct line *l, long v) {
   char buf[24];
   int i = 23;
   buf[i] = 0;
   do { buf[--i] = (char)('0' + v % 10); v /= 10; } while (v && i > 0);
-  put(buf + i);
+  append(l, buf + i);
 }
 
 static int avx_usable(void) {
@@ -81,14 +91,18 @@ __attribute__((force_align_arg_pointer, noreturn)) void _start(void) {
     lostLow += differs(in, out, 16);
     lostHigh += differs(in + 16, out + 16, 16);
   }
-  put(pid == 0 ? "avx-context: child " : "avx-context: parent ");
-  put_number(SWITCHES);
-  put(" switches, xmm lost ");
-  put_number(lostLow);
-  put(", ymm upper lost ");
-  put_number(lostHigh);
-  put("\n");
+  /* The parent reports after the child has exited, and each report is one
+   * write(): the two lines must not interleave on the console. */
   if (pid > 0) syscall4(SYS_wait4, pid, 0, 0, 0);
+  struct line line = { .length = 0 };
+  append(&line, pid == 0 ? "avx-context: child " : "avx-context: parent ");
+  append_number(&line, SWITCHES);
+  append(&line, " switches, xmm lost ");
+  append_number(&line, lostLow);
+  append(&line, ", ymm upper lost ");
+  append_number(&line, lostHigh);
+  append(&line, "\n");
+  syscall4(SYS_write, 1, (long)line.text, line.length, 0);
   syscall4(SYS_exit, 0, 0, 0, 0);
   __builtin_unreachable();
 }
