@@ -503,6 +503,17 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     setupMode(mode, this.vcpu, this.memory, options);
   }
 
+  /** The guest TSC's frequency in kHz, or undefined where KVM cannot tell (KVM_CAP_GET_TSC_KHZ). */
+  private guestTscKhz(): number | undefined {
+    if (this.kvm.checkExtension(Cap.GET_TSC_KHZ) <= 0) return undefined;
+    try {
+      const khz = this.vcpu.getTscKhz();
+      return khz > 0 ? khz : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   /**
    * Loads a Linux kernel (bzImage or ELF vmlinux), initrd and command line
    * (Linux x86 boot protocol) and points vCPU 0 at the 64-bit entry with
@@ -515,17 +526,6 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
    *   `emulatorWorkarounds` 'auto' (default) appends kernel switches with the
    *   CPUID policy's effect.
    */
-  /** The guest TSC's frequency in kHz, or undefined where KVM cannot tell (KVM_CAP_GET_TSC_KHZ). */
-  private guestTscKhz(): number | undefined {
-    if (this.kvm.checkExtension(Cap.GET_TSC_KHZ) <= 0) return undefined;
-    try {
-      const khz = this.vcpu.getTscKhz();
-      return khz > 0 ? khz : undefined;
-    } catch {
-      return undefined;
-    }
-  }
-
   loadLinux(options: LoadLinuxOptions): LinuxBootInfo & { cmdline: string } {
     if (this.platform !== 'pc') throw new MachineConfigError("booting Linux needs the 'pc' platform (in-kernel interrupt controllers)");
     let kernel = options.kernel;
