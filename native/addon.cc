@@ -32,6 +32,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -480,6 +481,35 @@ Napi::Value WaitReadable(const Napi::CallbackInfo& info) {
   return promise;
 }
 
+// pollReadable(fds, timeoutMs) -> array of the fds that are readable (or hung
+// up / in error: the next read says which); empty on timeout. Synchronous, for
+// a thread whose only job is waiting on fds: the virtio I/O thread blocks here
+// on its ioeventfds, irqfd resample fds, taps and doorbell (src/vmm/io-worker.ts).
+Napi::Value PollReadable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t timeout;
+  if (info.Length() < 2 || !info[0].IsArray() || !ArgInt(info, 1, &timeout) || timeout < -1 || timeout > 0x7fffffff)
+    return ThrowType(env, "pollReadable(fds[], timeoutMs)");
+  Napi::Array list = info[0].As<Napi::Array>();
+  uint32_t count = list.Length();
+  if (count > 1024) return ThrowType(env, "pollReadable: at most 1024 fds");
+  std::vector<struct pollfd> fds(count);
+  for (uint32_t i = 0; i < count; i++) {
+    Napi::Value v = list.Get(i);
+    if (!v.IsNumber()) return ThrowType(env, "pollReadable: fds must be integers");
+    fds[i] = {v.As<Napi::Number>().Int32Value(), POLLIN, 0};
+  }
+  int n;
+  do n = poll(fds.data(), count, (int)timeout);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return ThrowErrno(env, "poll", errno);
+  Napi::Array ready = Napi::Array::New(env);
+  uint32_t out = 0;
+  for (uint32_t i = 0; i < count; i++)
+    if (fds[i].revents) ready.Set(out++, Napi::Number::New(env, fds[i].fd));
+  return ready;
+}
+
 // --------------------------------------------------------------- layout facts
 //
 // Sizes, offsets and request numbers from <linux/kvm.h> (via kvm-abi.c), so
@@ -510,6 +540,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("eventfdRead", Napi::Function::New(env, EventFdRead));
   exports.Set("eventfdWrite", Napi::Function::New(env, EventFdWrite));
   exports.Set("waitReadable", Napi::Function::New(env, WaitReadable));
+  exports.Set("pollReadable", Napi::Function::New(env, PollReadable));
   exports.Set("layout", FactsObject(env, tskvm_layout, tskvm_layout_count));
   exports.Set("ioctlNumbers", FactsObject(env, tskvm_ioctls, tskvm_ioctl_count));
   exports.Set("O_RDWR", Napi::Number::New(env, O_RDWR));

@@ -26,6 +26,8 @@ export interface NativeAddon {
   eventfdWrite(fd: number, value: number): void;
   /** poll(2) for POLLIN on a thread-pool thread: true when readable, false on timeout. */
   waitReadable(fd: number, timeoutMs: number): Promise<boolean>;
+  /** poll(2) for POLLIN on the calling thread: the fds that are readable (or hung up), empty on timeout. */
+  pollReadable(fds: readonly number[], timeoutMs: number): number[];
   /** sizeof/offsetof facts from <linux/kvm.h>, keyed "sizeof kvm_regs", "kvm_regs.rip". */
   layout: Record<string, number>;
   /** Request numbers from <linux/kvm.h>, keyed by macro name. */

@@ -3,7 +3,12 @@
 // tskvm and for QEMU (virtio-blk-pci) on the same kernel, initramfs, image
 // size and commands, in one run. Prints MB/s and the ratios tskvm ÷ QEMU.
 //
-// Usage: node dist/bench/blk/run.js [--size-mb N] [--bs 1M] [--timeout SECONDS]
+// Usage: node dist/bench/blk/run.js [--size-mb N] [--bs 1M] [--timeout SECONDS] [--skip-exit-path]
+//
+// tskvm runs twice: as `tskvm run` does by default (queues served on the
+// virtio I/O thread, notifications by ioeventfd, interrupts by irqfd) and
+// with --no-io-thread (each notification an MMIO exit served in the exit
+// loop); --skip-exit-path leaves out the second run.
 //
 // The guest's /init (built here) loads virtio_pci + virtio_blk, then runs
 //   dd if=/dev/zero of=/dev/vda bs=BS count=N oflag=direct   (write)
@@ -115,7 +120,9 @@ async function main(): Promise<void> {
   console.log(`bench/blk: kernel ${ver}, ${sizeMb} MiB image, dd bs=${bs} count=${count}, O_DIRECT in the guest`);
 
   const bytes = count * parseBs(bs);
-  const tskvm = await runGuest(process.execPath, [CLI, 'run', '-k', kernel, '-i', initrd, '-m', '256M', '-p', base, '--disk', image], bytes, timeout);
+  const tskvmArgs = [CLI, 'run', '-k', kernel, '-i', initrd, '-m', '256M', '-p', base, '--disk', image];
+  const tskvm = await runGuest(process.execPath, tskvmArgs, bytes, timeout);
+  const exitPath = process.argv.includes('--skip-exit-path') ? undefined : await runGuest(process.execPath, [...tskvmArgs, '--no-io-thread'], bytes, timeout);
   // The same kernel switches tskvm adds on this KVM, so both guests run the same code paths.
   const cmdline = `${base} ${linuxEmulatorCmdline()}`;
   const qemuArgs = (drive: string): string[] => [
@@ -130,10 +137,13 @@ async function main(): Promise<void> {
     qemu = await runGuest('qemu-system-x86_64', ['-accel', 'tcg', ...qemuArgs('cache=none,aio=threads')], bytes, timeout);
   }
   const row = (name: string, r: Result): string =>
-    r.ok ? `${name.padEnd(18)} write ${r.writeMBs!.toFixed(1).padStart(8)} MB/s   read ${r.readMBs!.toFixed(1).padStart(8)} MB/s   (run ${r.seconds.toFixed(1)} s)` : `${name.padEnd(18)} failed: ${r.failure}`;
+    r.ok ? `${name.padEnd(22)} write ${r.writeMBs!.toFixed(1).padStart(8)} MB/s   read ${r.readMBs!.toFixed(1).padStart(8)} MB/s   (run ${r.seconds.toFixed(1)} s)` : `${name.padEnd(22)} failed: ${r.failure}`;
   console.log(row('tskvm', tskvm));
-  if (kvmFailure) console.log(`${'qemu -enable-kvm'.padEnd(18)} failed: ${kvmFailure}`);
+  if (exitPath) console.log(row('tskvm --no-io-thread', exitPath));
+  if (kvmFailure) console.log(`${'qemu -enable-kvm'.padEnd(22)} failed: ${kvmFailure}`);
   console.log(row(qemuLabel, qemu));
+  if (tskvm.ok && exitPath?.ok)
+    console.log(`ratio I/O thread / exit path: write ${(tskvm.writeMBs! / exitPath.writeMBs!).toFixed(3)}, read ${(tskvm.readMBs! / exitPath.readMBs!).toFixed(3)}`);
   if (tskvm.ok && qemu.ok) {
     console.log(`ratio tskvm / ${qemuLabel}: write ${(tskvm.writeMBs! / qemu.writeMBs!).toFixed(3)}, read ${(tskvm.readMBs! / qemu.readMBs!).toFixed(3)} (goal >= 1.0 against qemu -enable-kvm)`);
   }

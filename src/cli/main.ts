@@ -229,6 +229,7 @@ export function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--net <tap=NAME[,mac=..]>', 'a virtio-net NIC on host tap NAME (repeatable; module virtio_net)', netOption)
     .addOption(new Option('--console <device>', 'where the terminal\'s input goes: the serial port (ttyS0) or a virtio console (hvc0; module virtio_console, and console=hvc0 in --append)').choices(['serial', 'virtio']).default('serial'))
     .option('--rng', 'a virtio-rng device (the guest\'s /dev/hwrng; modules virtio_pci, virtio_rng)')
+    .option('--no-io-thread', 'serve the virtio disks, NICs and rng inside the vCPU\'s exits instead of on the I/O thread (which KVM signals through ioeventfds and which interrupts the guest through irqfds)')
     .option('--no-emulator-workarounds', `do not add '${EMULATOR_CMDLINE_SUMMARY}' to the kernel command line when this KVM ignores the CPUID policy`)
     .option('--trace', 'print every VM exit, decoded, on stderr')
     .option('--stats', 'print exit and device statistics on stderr at the end')

@@ -35,6 +35,8 @@ export interface RunOptions {
   disk?: DiskConfig[];
   net?: NetConfig[];
   console?: 'serial' | 'virtio';
+  /** --no-io-thread: serve virtio queues inside the vCPU's exits instead of on the I/O thread. */
+  ioThread?: boolean;
   /** --no-emulator-workarounds turns off the automatic kernel switches. */
   emulatorWorkarounds: boolean;
   /** --web HOST:PORT: also serve the console in a browser. */
@@ -65,6 +67,7 @@ export function checkReadableFile(file: string, what: string): string | undefine
 export function formatStatistics(s: MachineStatistics): string {
   const parts = [formatCountTable('exit reason', s.exits), formatCountTable('device', s.devices), formatCountTable('unclaimed', s.unclaimed)];
   if (Object.keys(s.workarounds).length) parts.push(formatCountTable('emulation workaround', s.workarounds));
+  if (s.ioThread && Object.keys(s.ioThread).length) parts.push(formatCountTable('I/O thread, no exit (ioeventfd/irqfd)', s.ioThread));
   if (s.consoleDropped) parts.push(`console bytes dropped (nobody reading): ${s.consoleDropped}`);
   if (s.vcpu) parts.push(`vCPU 0 at RIP ${s.vcpu.rip}, CPL ${s.vcpu.cpl}, ${s.vcpu.mode}`);
   return parts.join('\n\n');
@@ -91,6 +94,7 @@ export async function runCommand(options: RunOptions, log: (line: string) => voi
     disks: options.disk,
     net: options.net,
     console: options.console,
+    ioThread: options.ioThread ?? true,
     boot: {
       kind: 'linux',
       kernel: options.kernel,

@@ -149,12 +149,28 @@
 // device then asserts/deasserts INT#x interrupts unless masked according to
 // standard PCI rules"). `irq` is called only when the level changes. Reading
 // the ISR byte returns it, clears it and lowers the line.
+//
+// Queues served on another thread (`offload`, QueueOffload): with the virtio
+// I/O thread (src/vmm/io-thread.ts) KVM delivers the notify writes to that
+// thread through ioeventfds, and the device model instance there serves the
+// queues (queue-server.ts). This transport then keeps only the registers: at
+// DRIVER_OK it hands over the enabled queues' geometry and the negotiated
+// features (offload.start), at a reset it waits until the other thread has let
+// go of the queues (offload.stop) before it presents status 0, and a notify
+// that still reaches it (a write of another width than the ioeventfd's) is
+// passed on (offload.notify). ISR, DEVICE_NEEDS_RESET, the driver's FAILED
+// bit and the counters live in VirtioSharedState so both threads can raise
+// interrupts and report errors; `irq` is then an irqfd that KVM lowers at the
+// guest's EOI (resample mode), so only the raising edge is signalled. The
+// PCI Status.Interrupt bit is refreshed from the shared ISR when the guest
+// reads the status register.
 
 import type { AccessSize } from '../bus/bus';
 import { IrqLevel } from '../devices/irq';
 import type { GuestMemory } from '../memory/guest-memory';
-import { PCI_CAP_ID_VNDR, PCI_COMMAND, PCI_STATUS_INTERRUPT, PciConfigSpace } from '../pci/config-space';
+import { PCI_CAP_ID_VNDR, PCI_COMMAND, PCI_STATUS, PCI_STATUS_INTERRUPT, PciConfigSpace } from '../pci/config-space';
 import type { PciDevice } from '../pci/pci-device';
+import { VirtioSharedState } from './shared-state';
 import { MAX_QUEUE_SIZE, SplitQueue, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VirtqueueError } from './split-queue';
 
 // ---- identity (§4.1.2) ------------------------------------------------------
@@ -329,6 +345,31 @@ export interface VirtioTransport {
   signalConfigChange(): void;
 }
 
+/** Where an enabled queue's three areas are, as the driver programmed them (§4.1.4.3). */
+export interface QueueGeometry {
+  index: number;
+  size: number;
+  descTable: number;
+  availRing: number;
+  usedRing: number;
+}
+
+/**
+ * A transport whose queues are served on another thread (the I/O thread,
+ * src/vmm/io-thread.ts): KVM delivers the guest's notifications there through
+ * ioeventfds and the interrupts go to KVM through an irqfd, so neither passes
+ * through the vCPU's exit loop. The transport keeps the registers and tells
+ * the other side when the queues start and stop.
+ */
+export interface QueueOffload {
+  /** DRIVER_OK: serve these enabled queues with these features from now on. */
+  start(features: bigint, queues: QueueGeometry[]): void;
+  /** Device reset: returns once the other thread no longer touches the queues. */
+  stop(): void;
+  /** A notification that reached the exit loop (a write the ioeventfd does not match): pass it on. */
+  notify(index: number): void;
+}
+
 export interface VirtioPciOptions {
   memory: GuestMemory;
   device: VirtioDeviceModel;
@@ -341,6 +382,13 @@ export interface VirtioPciOptions {
   eventIdx?: boolean;
   /** Offer VIRTIO_F_INDIRECT_DESC (default true). */
   indirect?: boolean;
+  /**
+   * Serve the queues on another thread (see QueueOffload); `device` then only
+   * answers configuration reads and writes, activate() and reset().
+   */
+  offload?: QueueOffload;
+  /** The state shared with that thread (ISR, DEVICE_NEEDS_RESET, counters); default a new one. */
+  shared?: VirtioSharedState;
 }
 
 export interface VirtioPciStats {
@@ -405,16 +453,11 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
   readonly name: string;
   readonly config = new PciConfigSpace();
   readonly device: VirtioDeviceModel;
-  readonly stats: VirtioPciStats = {
-    notifications: 0,
-    ignoredNotifications: 0,
-    usedInterrupts: 0,
-    configInterrupts: 0,
-    needsReset: 0,
-    errors: 0,
-    resets: 0,
-    ignoredWrites: 0,
-  };
+  /** ISR, DEVICE_NEEDS_RESET and the counters of the work that may happen on the I/O thread. */
+  readonly shared: VirtioSharedState;
+  /** Set when the queues are served on another thread. */
+  readonly offload?: QueueOffload;
+  private readonly localStats = { ignoredNotifications: 0, resets: 0, ignoredWrites: 0 };
   /** The feature bits offered to the driver. */
   readonly offeredFeatures: bigint;
   /** Capability offsets in configuration space, by cfg_type. */
@@ -429,8 +472,8 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
   private readonly fieldAt: Uint8Array;
   private readonly pciCfgCap: number;
 
+  /** The driver's status bits; DEVICE_NEEDS_RESET lives in `shared`. */
   private status = 0;
-  private isrBits = 0;
   private generation = 0;
   private deviceFeatureSelect = 0;
   private driverFeatureSelect = 0;
@@ -453,6 +496,8 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
     this.name = options.name ?? `virtio-pci-${device.deviceId}`;
     this.device = device;
     this.memory = options.memory;
+    this.shared = options.shared ?? new VirtioSharedState();
+    this.offload = options.offload;
     this.line = new IrqLevel(options.irq);
     this.log = options.log;
     let transport = 1n << BigInt(VIRTIO_F_VERSION_1);
@@ -529,14 +574,18 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
 
   // ---- state, for the VMM and tests ------------------------------------------
 
+  get stats(): VirtioPciStats {
+    return { ...this.shared.counts, ...this.localStats };
+  }
+
   /** device_status as the driver reads it. */
   get deviceStatus(): number {
-    return this.status;
+    return this.shared.needsReset ? this.status | VIRTIO_STATUS_DEVICE_NEEDS_RESET : this.status;
   }
 
   /** The ISR status byte, without the read side effect. */
   get isr(): number {
-    return this.isrBits;
+    return this.shared.isr;
   }
 
   /** The INTx level driven now. */
@@ -566,7 +615,7 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
    */
   signalUsed(index: number): void {
     const q = this.queues[index]?.queue;
-    if (!q || !this.operational()) return;
+    if (!q || this.offload || !this.operational()) return;
     try {
       if (q.needsNotification()) this.raiseIsr(VIRTIO_ISR_QUEUE);
     } catch (err) {
@@ -582,10 +631,7 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
 
   /** Puts the device in DEVICE_NEEDS_RESET (§2.1.2) with a configuration change notification. */
   setNeedsReset(reason: string): void {
-    this.stats.errors++;
-    if (this.status & VIRTIO_STATUS_DEVICE_NEEDS_RESET) return;
-    this.status |= VIRTIO_STATUS_DEVICE_NEEDS_RESET;
-    this.stats.needsReset++;
+    if (!this.shared.setNeedsReset()) return;
     this.log?.(`${this.name}: ${reason}; device needs reset`);
     this.raiseIsr(VIRTIO_ISR_CONFIG);
   }
@@ -596,23 +642,29 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
   }
 
   private raiseIsr(bits: number): void {
-    if (bits & VIRTIO_ISR_QUEUE) this.stats.usedInterrupts++;
-    if (bits & VIRTIO_ISR_CONFIG) this.stats.configInterrupts++;
-    this.isrBits |= bits;
+    this.shared.raiseIsr(bits);
     this.updateLine();
   }
 
   private updateLine(): void {
-    const pending = this.isrBits !== 0;
-    // Status.Interrupt mirrors the request whatever Command.Interrupt-Disable says (§4.1.4.5.1, PCI 3.0 §6.2.3).
+    const pending = this.shared.isr !== 0;
+    this.refreshInterruptStatus();
+    const disabled = this.config.interruptDisabled;
+    this.shared.intxDisabled = disabled;
+    this.line.set(pending && !disabled);
+  }
+
+  /** Status.Interrupt mirrors the request whatever Command.Interrupt-Disable says (§4.1.4.5.1, PCI 3.0 §6.2.3). */
+  private refreshInterruptStatus(): void {
+    const pending = this.shared.isr !== 0;
     if (((this.config.status & PCI_STATUS_INTERRUPT) !== 0) !== pending) this.config.setInterruptStatus(pending);
-    this.line.set(pending && !this.config.interruptDisabled);
   }
 
   private operational(): boolean {
     return (
       (this.status & VIRTIO_STATUS_DRIVER_OK) !== 0 &&
-      (this.status & (VIRTIO_STATUS_DEVICE_NEEDS_RESET | VIRTIO_STATUS_FAILED)) === 0
+      (this.status & VIRTIO_STATUS_FAILED) === 0 &&
+      !this.shared.needsReset
     );
   }
 
@@ -652,7 +704,7 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
         this.commonWrite(within, inRegion, v);
         break;
       case VIRTIO_PCI_ISR_OFFSET:
-        this.stats.ignoredWrites++; // read-only
+        this.localStats.ignoredWrites++; // read-only
         break;
       case VIRTIO_PCI_DEVICE_OFFSET:
         this.deviceConfigWrite(within, inRegion, v);
@@ -668,8 +720,7 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
 
   private readIsr(): number {
     // "simply reading this register resets it to 0 and causes the device to de-assert the interrupt" (§4.1.4.5)
-    const value = this.isrBits;
-    this.isrBits = 0;
+    const value = this.shared.takeIsr();
     this.updateLine();
     return value;
   }
@@ -709,7 +760,7 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
         i++;
       }
       if (f.write) f.write((merged & MASK[f.size]) >>> 0);
-      else this.stats.ignoredWrites++;
+      else this.localStats.ignoredWrites++;
     }
   }
 
@@ -721,7 +772,7 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
   private writeQueueField(set: (q: QueueConfig) => void): void {
     const q = this.selected();
     if (!q || q.enabled) {
-      this.stats.ignoredWrites++;
+      this.localStats.ignoredWrites++;
       return;
     }
     set(q);
@@ -753,7 +804,7 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
       },
       { offset: COMMON_CONFIG_MSIX_VECTOR, size: 2, read: () => VIRTIO_MSI_NO_VECTOR, write: () => {} },
       { offset: COMMON_NUM_QUEUES, size: 2, read: () => this.queues.length },
-      { offset: COMMON_DEVICE_STATUS, size: 1, read: () => this.status, write: (v) => this.writeStatus(v) },
+      { offset: COMMON_DEVICE_STATUS, size: 1, read: () => this.deviceStatus, write: (v) => this.writeStatus(v) },
       { offset: COMMON_CONFIG_GENERATION, size: 1, read: () => this.generation },
       { offset: COMMON_QUEUE_SELECT, size: 2, read: () => this.queueSelect, write: (v) => (this.queueSelect = v) },
       {
@@ -784,7 +835,7 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
       },
       { offset: COMMON_QUEUE_NOTIFY_DATA, size: 2, read: () => (q() ? this.queueSelect : 0) },
       // VIRTIO_F_RING_RESET is not offered: the field reads 0 and ignores writes.
-      { offset: COMMON_QUEUE_RESET, size: 2, read: () => 0, write: () => this.stats.ignoredWrites++ },
+      { offset: COMMON_QUEUE_RESET, size: 2, read: () => 0, write: () => this.localStats.ignoredWrites++ },
     ];
   }
 
@@ -792,7 +843,7 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
     // Feature negotiation is over once FEATURES_OK is set (§3.1.1 steps 4-5);
     // no feature is defined past bit 63 (§4.1.4.3.1).
     if (this.status & VIRTIO_STATUS_FEATURES_OK || (this.driverFeatureSelect !== 0 && this.driverFeatureSelect !== 1)) {
-      this.stats.ignoredWrites++;
+      this.localStats.ignoredWrites++;
       return;
     }
     const shift = BigInt(32 * this.driverFeatureSelect);
@@ -810,6 +861,7 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
       next &= ~VIRTIO_STATUS_FEATURES_OK; // refused (§2.2.2)
     if (next & VIRTIO_STATUS_DRIVER_OK && !(next & VIRTIO_STATUS_FEATURES_OK)) next &= ~VIRTIO_STATUS_DRIVER_OK;
     this.status = next;
+    if (next & VIRTIO_STATUS_FAILED) this.shared.setDriverFailed();
     if (next & VIRTIO_STATUS_DRIVER_OK && !(old & VIRTIO_STATUS_DRIVER_OK)) this.driverOk();
   }
 
@@ -825,6 +877,15 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
       this.fail('activate', err);
       return;
     }
+    if (this.offload) {
+      const geometry: QueueGeometry[] = [];
+      this.queues.forEach((q, index) => {
+        if (q.enabled) geometry.push({ index, ...this.areas(q) });
+      });
+      // The other side serves what the driver made available before DRIVER_OK.
+      this.offload.start(this.driverFeatures, geometry);
+      return;
+    }
     // Serve what the driver made available before DRIVER_OK.
     this.queues.forEach((q, index) => {
       if (q.enabled) this.serve(index);
@@ -832,7 +893,9 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
   }
 
   private resetDevice(): void {
-    this.stats.resets++;
+    this.localStats.resets++;
+    // First make the other thread let go of the queues (§4.1.4.3.1: the reset is done when we present 0).
+    this.offload?.stop();
     try {
       this.device.reset();
     } catch (err) {
@@ -850,7 +913,7 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
     this.driverFeatureSelect = 0;
     this.driverFeatures = 0n;
     this.queueSelect = 0;
-    this.isrBits = 0;
+    this.shared.reset();
     this.updateLine();
   }
 
@@ -858,7 +921,7 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
     const q = this.selected();
     if (!q || q.enabled || value !== 1) {
       // 0 is forbidden (§4.1.4.3.2); enabling twice changes nothing.
-      this.stats.ignoredWrites++;
+      this.localStats.ignoredWrites++;
       return;
     }
     const index = this.queueSelect;
@@ -871,12 +934,10 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
       return;
     }
     try {
+      // Built (and so validated) here even when another thread serves the queue.
       q.queue = new SplitQueue({
         memory: this.memory,
-        size: q.size,
-        descTable: q.descHi * U32 + q.descLo,
-        availRing: q.driverHi * U32 + q.driverLo,
-        usedRing: q.deviceHi * U32 + q.deviceLo,
+        ...this.areas(q),
         eventIdx: (this.driverFeatures & (1n << BigInt(VIRTIO_F_EVENT_IDX))) !== 0n,
         indirect: (this.driverFeatures & (1n << BigInt(VIRTIO_F_INDIRECT_DESC))) !== 0n,
       });
@@ -887,21 +948,31 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
     q.enabled = true;
   }
 
+  private areas(q: QueueConfig): Omit<QueueGeometry, 'index'> {
+    return {
+      size: q.size,
+      descTable: q.descHi * U32 + q.descLo,
+      availRing: q.driverHi * U32 + q.driverLo,
+      usedRing: q.deviceHi * U32 + q.deviceLo,
+    };
+  }
+
   // ---- notifications (§4.1.4.4, §4.1.5.2) -----------------------------------------
 
   private notify(index: number): void {
     const q = this.queues[index];
     if (!q || !q.enabled || !this.operational()) {
-      this.stats.ignoredNotifications++;
+      this.localStats.ignoredNotifications++;
       return;
     }
-    this.serve(index);
+    if (this.offload) this.offload.notify(index);
+    else this.serve(index);
   }
 
   withQueue(index: number, work: (queue: SplitQueue) => void): boolean {
     const q = this.queues[index];
     const queue = q?.queue;
-    if (!q || !q.enabled || !queue || !this.operational()) return false;
+    if (!q || !q.enabled || !queue || this.offload || !this.operational()) return false;
     try {
       work(queue);
       if (queue.needsNotification()) this.raiseIsr(VIRTIO_ISR_QUEUE);
@@ -914,7 +985,7 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
   private serve(index: number): void {
     const queue = this.queues[index].queue;
     if (!queue || !this.operational()) return;
-    this.stats.notifications++;
+    this.shared.countNotification();
     try {
       this.device.queueNotify(index, queue);
       if (queue.needsNotification()) this.raiseIsr(VIRTIO_ISR_QUEUE);
@@ -942,7 +1013,7 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
   private deviceConfigWrite(offset: number, size: number, value: number): void {
     const n = this.device.configSize;
     if (offset >= n) {
-      this.stats.ignoredWrites++;
+      this.localStats.ignoredWrites++;
       return;
     }
     try {
@@ -973,6 +1044,8 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
   }
 
   private configBeforeRead(offset: number, length: number): void {
+    // The I/O thread may have raised the ISR since we last looked.
+    if (this.offload && offset < PCI_STATUS + 2 && PCI_STATUS < offset + length) this.refreshInterruptStatus();
     if (!this.touchesPciCfgData(offset, length)) return;
     const w = this.pciCfgWindow();
     if (!w) return;

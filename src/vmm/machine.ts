@@ -23,6 +23,7 @@ import * as path from 'path';
 import { MessageChannel, Worker } from 'worker_threads';
 import { native } from '../native';
 import { Tap, TAP_MAX_FRAME, type TapError } from '../net/tap';
+import { findWorkerScript } from './worker-script';
 import { ByteRing } from './byte-ring';
 import type { VcpuStop } from './exit-loop';
 import { MachineConfigError } from './sync-machine';
@@ -92,17 +93,11 @@ export class MachineStartError extends Error {
   }
 }
 
-/**
- * The compiled worker script. Under ts-node/jest this module is TypeScript
- * (src/), but a worker_thread needs JavaScript: use the build in dist/
- * (`npm run build`, run by `npm install` and `npm test`).
- */
+/** The compiled vCPU worker script (worker-script.ts). */
 function workerScript(): string {
-  const here = path.join(__dirname, 'vm-worker.js');
-  if (fs.existsSync(here)) return here;
-  const built = path.resolve(__dirname, '../../dist/src/vmm/vm-worker.js');
-  if (fs.existsSync(built)) return built;
-  throw new MachineStartError(`the vCPU worker script is not built (looked for ${here} and ${built}); run npm run build`, 'ENOWORKER');
+  const found = findWorkerScript('vm-worker');
+  if (found.path) return found.path;
+  throw new MachineStartError(`the vCPU worker script is not built (looked for ${found.looked.join(' and ')}); run npm run build`, 'ENOWORKER');
 }
 
 export class Machine extends EventEmitter<AsyncMachineEvents> {
@@ -198,6 +193,8 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
       throw new MachineStartError((err as Error).message, (err as TapError).code ?? 'ENET');
     }
     if (config.net) config.net = config.net.map((nic, i) => ({ ...nic, fd: this.taps[i]!.fd }));
+    // Disks, NICs and rng are served on the virtio I/O thread unless the options say otherwise.
+    config.ioThread ??= true;
     const output = new ByteRing(outputBufferSize ?? 1 << 16);
     const input = new ByteRing(1 << 16);
     const netInput = this.taps.length > 0 ? new ByteRing(1 << 20) : undefined;
@@ -231,8 +228,10 @@ export class Machine extends EventEmitter<AsyncMachineEvents> {
             started = true;
             this.vcpuFds = event.vcpuFds;
             this.setState('running');
-            // After 'running': the readers loop while the machine runs.
-            this.tapReaders = this.taps.map((tap, i) => this.pumpTap(tap, i));
+            // After 'running': the readers loop while the machine runs. With
+            // the I/O thread the taps are polled there instead (a reset keeps
+            // the same choice: same config, same KVM).
+            if (!event.tapsOnIoThread) this.tapReaders = this.taps.map((tap, i) => this.pumpTap(tap, i));
             resolve();
             break;
           case 'reset':

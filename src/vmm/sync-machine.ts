@@ -40,7 +40,11 @@ import { VirtioPciDevice, type VirtioDeviceModel } from '../virtio/virtio-pci';
 import { VirtioRng } from '../virtio/virtio-rng';
 import { VirtioBlk } from '../virtio/virtio-blk';
 import { VirtioConsole } from '../virtio/virtio-console';
-import { VirtioNet, parseMac, randomMac } from '../virtio/virtio-net';
+import { VirtioNet, formatMac, parseMac, randomMac } from '../virtio/virtio-net';
+import { VirtioSharedState } from '../virtio/shared-state';
+import { VIRTIO_PCI_BAR } from '../virtio/virtio-pci';
+import { IoThread, ioThreadSupported } from './io-thread';
+import type { OffloadedModelSpec } from './io-protocol';
 import { Tap } from '../net/tap';
 import { writeMpTable } from '../arch/x86/mptable';
 import { EMULATOR_CMDLINE_SUMMARY, linuxEmulatorCmdline, probeCpuidEnforcement } from '../arch/x86/cpuid-probe';
@@ -110,6 +114,18 @@ export interface MachineConfig {
    * (hvc0; boot Linux with console=hvc0). Output is taken from both.
    */
   console?: 'serial' | 'virtio';
+  /**
+   * Serve the queues of the virtio disks, NICs and entropy device on a
+   * separate I/O thread: KVM signals it through an ioeventfd per queue and it
+   * raises the interrupt through an irqfd, so the guest's I/O does not pass
+   * through the vCPU's exit loop (io-thread.ts). Needs the 'pc' platform and
+   * KVM's ioeventfd, irqfd and irqfd-resample capabilities; without them the
+   * devices are served on the vCPU thread. Default false here (runSync is the
+   * single-threaded teaching path); the asynchronous Machine turns it on.
+   * The virtio console stays on the vCPU thread, beside the UART that shares
+   * its console channels.
+   */
+  ioThread?: boolean;
 }
 
 export interface MachineEvents {
@@ -225,6 +241,10 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
   readonly virtioConsole?: VirtioConsole;
   /** virtio-net NICs and their taps, in config order. */
   readonly nics: { model: VirtioNet; tap: Tap; ownsTap: boolean }[] = [];
+  /** The virtio I/O thread, when `ioThread` is on and KVM can do it. */
+  readonly io?: IoThread;
+  /** Offloaded virtio devices and their index at the I/O thread. */
+  private readonly offloaded = new Map<PciDevice, number>();
   /** The ACPI PM1 registers ('pc' platform): the power button. */
   private acpiPm?: AcpiPowerManagement;
   /** Set by loadLinux on a KVM whose SYSCALL does not reach CPL 0 (syscall-entry.ts): one per vCPU. */
@@ -326,6 +346,9 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     if (!wantsVirtio) return;
     if (this.platform !== 'pc') throw new MachineConfigError("virtio devices need the 'pc' platform");
     const log = (message: string): void => void this.emit('log', message);
+    if (config.ioThread && ioThreadSupported(this.kvm))
+      (this as { io?: IoThread }).io = new IoThread(this.vm, this.memory, log);
+    else if (config.ioThread) log('this KVM lacks ioeventfd/irqfd resampling: virtio devices are served on the vCPU thread');
     if (config.console === 'virtio') {
       const console = new VirtioConsole({
         onOutput: (data) => {
@@ -339,7 +362,7 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     (config.disks ?? []).forEach((disk, i) => {
       const model = VirtioBlk.open({ path: disk.path, readOnly: disk.readOnly, serial: disk.serial, log });
       this.disks.push(model);
-      this.addVirtioDevice(model, `virtio-blk${i}`);
+      this.addVirtioDevice(model, `virtio-blk${i}`, { kind: 'blk', path: disk.path, readOnly: disk.readOnly, serial: disk.serial });
     });
     (config.net ?? []).forEach((nic, i) => {
       const mac = nic.mac === undefined ? randomMac() : parseMac(nic.mac);
@@ -348,9 +371,10 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
       const entry = { tap, ownsTap: nic.fd === undefined, model: undefined as unknown as VirtioNet };
       this.nics.push(entry);
       entry.model = new VirtioNet({ mac, onTransmit: (frame) => tap.write(frame) });
-      this.addVirtioDevice(entry.model, `virtio-net${i}`);
+      this.addVirtioDevice(entry.model, `virtio-net${i}`, { kind: 'net', mac: formatMac(mac), tapName: nic.tap, tapFd: tap.fd });
     });
-    if (config.rng) this.addVirtioDevice(new VirtioRng(), 'virtio-rng');
+    if (config.rng) this.addVirtioDevice(new VirtioRng(), 'virtio-rng', { kind: 'rng' });
+    this.io?.start();
   }
 
   /** The ISA devices a PC operating system probes for. */
@@ -440,10 +464,14 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
    * its INTA routed through the _PRT swizzle (acpi.ts pciIntxGsi) to the
    * in-kernel I/O APIC. Returns the transport.
    */
-  addVirtioDevice(model: VirtioDeviceModel, name: string): VirtioPciDevice {
+  addVirtioDevice(model: VirtioDeviceModel, name: string, offloadAs?: OffloadedModelSpec): VirtioPciDevice {
     if (!this.pci) throw new MachineConfigError("virtio devices need the 'pc' platform");
     if (this.virtio.has(name)) throw new MachineConfigError(`there is already a device named ${name}`);
     let line: ((level: boolean) => void) | undefined;
+    // With the I/O thread, this `model` only answers the configuration; the
+    // I/O thread builds its own from `offloadAs` to serve the queues.
+    const shared = new VirtioSharedState();
+    const io = offloadAs && this.io ? this.io.addDevice(name, offloadAs, model.queueSizes.length, shared) : undefined;
     const device = new VirtioPciDevice({
       memory: this.memory,
       device: model,
@@ -452,9 +480,21 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
       // device; the line cannot be raised before the driver sets DRIVER_OK.
       irq: (level) => line?.(level),
       log: (message) => this.emit('log', message),
+      offload: io?.offload,
+      shared,
     });
     const slot = this.pci.addDevice(device);
-    line = this.intx.line(pciIntxGsi(slot, 0));
+    const gsi = pciIntxGsi(slot, 0);
+    if (io) {
+      // Both threads assert the line through the irqfd; KVM lowers it at the EOI.
+      this.io!.wireInterrupt(io.index, gsi);
+      line = (level) => {
+        if (level) this.io!.assertLine(io.index);
+      };
+      this.offloaded.set(device, io.index);
+    } else {
+      line = this.intx.line(gsi);
+    }
     this.virtio.set(name, device);
     return device;
   }
@@ -469,6 +509,10 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     const windows = this.pciWindows.get(device) ?? new Map<number, BusDevice>();
     this.pciWindows.set(device, windows);
     const old = windows.get(bar);
+    const offloaded = this.offloaded.get(device);
+    // The notify addresses move with the BAR: re-register the ioeventfds.
+    if (offloaded !== undefined && bar === VIRTIO_PCI_BAR)
+      this.io!.mapNotify(offloaded, range && range.space === 'memory' && range.size > 0n ? Number(range.base) : undefined);
     if (old) {
       this.mmio.unregister(old);
       this.pio.unregister(old);
@@ -606,7 +650,11 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     return this.serial?.rxSpace ?? 0;
   }
 
-  /** A frame from the host network for NIC `index`; false if the guest had no buffer for it (dropped and counted). */
+  /**
+   * A frame from the host network for NIC `index`; false if the guest had no
+   * buffer for it (dropped and counted). With the I/O thread that thread reads
+   * the taps and serves the receive queue: this returns false.
+   */
   netReceive(index: number, frame: Uint8Array): boolean {
     return this.nics[index]?.model.receive(frame) ?? false;
   }
@@ -639,7 +687,8 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     const machine = this;
     const fixups = [...this.syscallFixups.values()];
     let lastArmCheck = -Infinity;
-    const afterExit =
+    const io = this.io;
+    const afterFixups =
       fixups.length > 0
         ? () => {
             // Keep the breakpoint on the guest's current #PF handler: look at
@@ -656,6 +705,13 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
             hooks.afterExit?.();
           }
         : hooks.afterExit;
+    // Log lines from the I/O thread (an Atomics.load when there are none).
+    const afterExit = io
+      ? () => {
+          io.drainLogs();
+          afterFixups?.();
+        }
+      : afterFixups;
     const ctx: ExitLoopContext = {
       vcpu: this.vcpu,
       memory: this.memory,
@@ -751,8 +807,20 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     devices: Record<string, number>;
     unclaimed: Record<string, number>;
     workarounds: Record<string, number>;
+    ioThread?: Record<string, number>;
   } {
     const devices: Record<string, number> = {};
+    // What the virtio I/O thread did without an exit: notifications (ioeventfd) and interrupts (irqfd).
+    let ioThread: Record<string, number> | undefined;
+    if (this.io) {
+      ioThread = {};
+      for (const [name, device] of this.virtio) {
+        if (!device.offload) continue;
+        const counts = device.shared.counts;
+        ioThread[`${name} notifications`] = counts.notifications;
+        ioThread[`${name} interrupts`] = counts.usedInterrupts + counts.configInterrupts;
+      }
+    }
     for (const bus of [this.pio, this.mmio]) for (const [name, n] of bus.accessCounts) devices[name] = (devices[name] ?? 0) + n;
     return {
       exits: Object.fromEntries(this.stats.byReason),
@@ -773,6 +841,7 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
             }
           : {}),
       },
+      ...(ioThread ? { ioThread } : {}),
     };
   }
 
@@ -787,9 +856,12 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     if (this.closed) return;
     this.closed = true;
     this.flushOutput();
+    // The I/O thread first: it uses guest RAM, the disk images and the taps.
+    this.io?.close();
     this.closeBackends();
     this.vm.close();
-    this.memory.close();
+    // An I/O thread that did not answer may still touch guest RAM: leave it mapped.
+    if (!this.io?.abandoned) this.memory.close();
     this.kvm.close();
   }
 }

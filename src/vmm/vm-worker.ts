@@ -213,7 +213,7 @@ function main(): void {
       if (outcome !== undefined && outcome !== 'handled') stopForDebugger(outcome);
     };
 
-    post({ type: 'started', vcpuFds: machine.vcpus.map((v) => v.fd), info });
+    post({ type: 'started', vcpuFds: machine.vcpus.map((v) => v.fd), info, tapsOnIoThread: machine.io !== undefined });
     if (data.debug?.waitForDebugger) stopForDebugger('attach');
     let stop;
     for (;;) {

@@ -79,6 +79,8 @@ export interface MachineStatistics {
   devices: Record<string, number>;
   unclaimed: Record<string, number>;
   workarounds: Record<string, number>;
+  /** With the virtio I/O thread: per device, notifications it served (ioeventfd) and interrupts it sent (irqfd), none of them exits. */
+  ioThread?: Record<string, number>;
   /** Console bytes lost because nobody read the output. */
   consoleDropped: number;
   /** Where vCPU 0 was when the statistics were taken (RIP, privilege level, mode). */
@@ -86,7 +88,8 @@ export interface MachineStatistics {
 }
 
 export type WorkerEvent =
-  | { type: 'started'; vcpuFds: number[]; info?: Record<string, unknown> }
+  /** tapsOnIoThread: the virtio I/O thread reads the taps itself (the main thread must not). */
+  | { type: 'started'; vcpuFds: number[]; info?: Record<string, unknown>; tapsOnIoThread: boolean }
   /** reset() done: a new VM (new vCPU fds) runs from the same config. */
   | { type: 'reset'; vcpuFds: number[]; info?: Record<string, unknown> }
   | { type: 'paused' }

@@ -21,6 +21,8 @@ export function hostileGuest(name: string): string {
 }
 
 export const SECTOR = 512;
+/** guests/virtio-guest.h HOST_SYNC_PORT */
+const HOST_SYNC_PORT = 0xea;
 
 /** A raw image of `sectors` sectors; sector n starts with the ASCII "sect%04d" and is filled with the byte n & 0xff. */
 export function patternImage(file: string, sectors: number): Buffer {
@@ -77,6 +79,13 @@ export function runHostileGuest(name: string, config: MachineConfig, options: Ru
       else if (source === 'virtio') virtioOutput += data.toString('latin1');
     });
     machine.on('log', (message) => logs.push(message));
+    // The guests' barrier (guests/virtio-guest.h, HOST_SYNC_PORT): with the
+    // I/O thread, wait until it has served the notifications made so far.
+    machine.addPioDevice(HOST_SYNC_PORT, 1, {
+      name: 'host-sync',
+      read: () => 0,
+      write: () => machine.io?.sync(),
+    });
     options.setup?.(machine);
     machine.loadBinary(fs.readFileSync(hostileGuest(name)), 0x8000);
     machine.setMode('long', { entry: 0x8000 });

@@ -13,6 +13,8 @@ export const KVM_IOEVENTFD_SIZE = 64;
 
 export const KVM_PIT_SPEAKER_DUMMY = 1;
 export const KVM_IRQFD_FLAG_DEASSIGN = 1;
+/** The irqfd drives a level-triggered line: KVM lowers it at the guest's EOI and signals resamplefd (KVM API doc 4.75). */
+export const KVM_IRQFD_FLAG_RESAMPLE = 2;
 export const KVM_IOEVENTFD_FLAG_DATAMATCH = 1;
 export const KVM_IOEVENTFD_FLAG_PIO = 2;
 export const KVM_IOEVENTFD_FLAG_DEASSIGN = 4;

@@ -51,6 +51,7 @@ static struct {
 static void collect(struct vq *q) {
   u32 len;
   r.got = 0;
+  host_sync(); /* the notify may have been a raw write, not vq_kick */
   while (vq_poll(q, &len) >= 0) r.got++, r.len = len;
   r.dev = vstatus(q->d);
 }

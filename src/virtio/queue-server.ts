@@ -1,0 +1,156 @@
+// The I/O thread's side of a virtio device whose queues are offloaded
+// (QueueOffload in virtio-pci.ts; the thread is src/vmm/io-worker.ts).
+//
+// The vCPU thread keeps the transport's registers and its own instance of
+// the device model for the device configuration. This side holds a second
+// instance of the model that does the device's actual work: it pops the
+// chains, reads and writes guest RAM through SplitQueue (which validates
+// every descriptor, as in the vCPU-thread case), and completes them. What it
+// shares with the transport is in VirtioSharedState: it raises ISR bits and
+// asserts the interrupt through `assertLine` (an irqfd write), and a guest
+// error here sets DEVICE_NEEDS_RESET with a configuration change
+// notification (§2.1.2), exactly as the transport does on its own thread.
+//
+// Lifecycle, driven by the transport through the I/O worker's messages:
+// start() at DRIVER_OK with the negotiated features and the enabled queues'
+// geometry (every queue is served once then: buffers made available before
+// DRIVER_OK, §2.1.2), notify() for each ioeventfd signal, stop() at a device
+// reset (the model's reset(), the queues dropped).
+import type { GuestMemory } from '../memory/guest-memory';
+import { SplitQueue, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VirtqueueError } from './split-queue';
+import type { QueueGeometry, VirtioDeviceModel, VirtioTransport } from './virtio-pci';
+import type { VirtioSharedState } from './shared-state';
+
+/** ISR bits (§4.1.4.5). */
+const ISR_QUEUE = 0x1;
+const ISR_CONFIG = 0x2;
+
+export interface QueueServerOptions {
+  name: string;
+  memory: GuestMemory;
+  model: VirtioDeviceModel;
+  shared: VirtioSharedState;
+  /** Asserts the device's interrupt line (the irqfd). */
+  assertLine: () => void;
+  log?: (message: string) => void;
+}
+
+function describe(err: unknown): string {
+  if (err instanceof VirtqueueError) return `${err.code}: ${err.message}`;
+  if (err instanceof Error) return `${err.name}: ${err.message}`;
+  return String(err);
+}
+
+export class QueueServer implements VirtioTransport {
+  readonly name: string;
+  readonly model: VirtioDeviceModel;
+  private readonly memory: GuestMemory;
+  private readonly shared: VirtioSharedState;
+  private readonly assertLine: () => void;
+  private readonly log?: (message: string) => void;
+  private queues: (SplitQueue | undefined)[] = [];
+  private features = 0n;
+  private live = false;
+
+  constructor(options: QueueServerOptions) {
+    this.name = options.name;
+    this.model = options.model;
+    this.memory = options.memory;
+    this.shared = options.shared;
+    this.assertLine = options.assertLine;
+    this.log = options.log;
+    this.model.attach?.(this);
+  }
+
+  get negotiatedFeatures(): bigint {
+    return this.features;
+  }
+
+  /** True between start() and stop(), unless the device went to DEVICE_NEEDS_RESET or the driver to FAILED. */
+  get serving(): boolean {
+    return this.live && !this.shared.needsReset && !this.shared.driverFailed;
+  }
+
+  start(features: bigint, geometry: readonly QueueGeometry[]): void {
+    this.features = features;
+    this.queues = [];
+    this.live = true;
+    const has = (bit: number): boolean => (features & (1n << BigInt(bit))) !== 0n;
+    for (const g of geometry) {
+      try {
+        this.queues[g.index] = new SplitQueue({
+          memory: this.memory,
+          size: g.size,
+          descTable: g.descTable,
+          availRing: g.availRing,
+          usedRing: g.usedRing,
+          eventIdx: has(VIRTIO_F_EVENT_IDX),
+          indirect: has(VIRTIO_F_INDIRECT_DESC),
+        });
+      } catch (err) {
+        // The transport validated the same geometry; this is a bug, not the guest.
+        this.fail(`queue ${g.index}`, err);
+        return;
+      }
+    }
+    try {
+      this.model.activate?.(features);
+    } catch (err) {
+      this.fail('activate', err);
+      return;
+    }
+    this.queues.forEach((_, index) => this.notify(index));
+  }
+
+  stop(): void {
+    this.live = false;
+    this.queues = [];
+    this.features = 0n;
+    try {
+      this.model.reset();
+    } catch (err) {
+      this.log?.(`${this.name}: device model reset failed: ${describe(err)}`);
+    }
+  }
+
+  /** The guest notified queue `index` (its ioeventfd fired). Returns false if it was ignored. */
+  notify(index: number): boolean {
+    return this.withQueue(index, (queue) => {
+      this.shared.countNotification();
+      this.model.queueNotify(index, queue);
+    });
+  }
+
+  withQueue(index: number, work: (queue: SplitQueue) => void): boolean {
+    const queue = this.queues[index];
+    if (!queue || !this.serving) return false;
+    try {
+      work(queue);
+      if (queue.needsNotification()) this.raise(ISR_QUEUE);
+    } catch (err) {
+      this.fail(`queue ${index}`, err);
+    }
+    return true;
+  }
+
+  /** The generation counter is the transport's; a change of configuration made here only notifies. */
+  signalConfigChange(): void {
+    this.raise(ISR_CONFIG);
+  }
+
+  /** KVM lowered the line at the guest's EOI: assert it again while the ISR still has bits. */
+  resample(): void {
+    if (this.shared.isr !== 0 && !this.shared.intxDisabled) this.assertLine();
+  }
+
+  private raise(bits: number): void {
+    if (this.shared.raiseIsr(bits) && !this.shared.intxDisabled) this.assertLine();
+  }
+
+  private fail(where: string, err: unknown): void {
+    const kind = err instanceof VirtqueueError ? 'guest error' : 'device model error';
+    if (!this.shared.setNeedsReset()) return;
+    this.log?.(`${this.name}: ${where}: ${kind}: ${describe(err)}; device needs reset`);
+    this.raise(ISR_CONFIG);
+  }
+}
