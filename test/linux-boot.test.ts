@@ -155,6 +155,12 @@ test('boot 1: virtio console, disk, read-only disk, NIC on a tap, rng; uname, cp
     // --stats printed the exit table, with the virtio devices' BARs among the devices.
     expect(g.stderr()).toMatch(/exit reason/);
     expect(g.stderr()).toMatch(/virtio-blk0/);
+    // The disk, NIC and rng were served on the virtio I/O thread: notifications
+    // by ioeventfd and interrupts by irqfd, not through the exit loop.
+    for (const device of ['virtio-blk0', 'virtio-blk1', 'virtio-net0', 'virtio-rng']) {
+      expect(Number(new RegExp(`${device} notifications\\s+(\\d+)`).exec(g.stderr())?.[1])).toBeGreaterThan(0);
+      expect(Number(new RegExp(`${device} interrupts\\s+(\\d+)`).exec(g.stderr())?.[1])).toBeGreaterThan(0);
+    }
   } finally {
     g.kill();
     server.close();

@@ -44,8 +44,8 @@ interface Device {
   spec: OffloadedDeviceSpec;
   /** GSI the irqfd is assigned to, once wired. */
   gsi?: number;
-  /** Notify window base the ioeventfds are registered at, if any. */
-  notifyBase?: number;
+  /** The notify addresses registered now, by queue fd. */
+  registered: Map<number, number>;
 }
 
 export class IoThread {
@@ -107,7 +107,7 @@ export class IoThread {
     try {
       const queueFds = Array.from({ length: queueCount }, eventfd);
       const spec: OffloadedDeviceSpec = { name, model, shared: shared.buffer, queueFds, irqFd: eventfd(), resampleFd: eventfd() };
-      const index = this.devices.push({ spec }) - 1;
+      const index = this.devices.push({ spec, registered: new Map() }) - 1;
       const offload: QueueOffload = {
         start: (features: bigint, queues: QueueGeometry[]) => this.send({ type: 'start', device: index, features, queues }),
         stop: () => this.stopDevice(index),
@@ -130,23 +130,28 @@ export class IoThread {
     device.gsi = gsi;
   }
 
-  /** The device's BAR moved: its queues' notify addresses are `barBase + 0x3000 + 4q` now (undefined: unmapped). */
+  /**
+   * The device's BAR moved: its queues' notify addresses are
+   * `barBase + 0x3000 + 4q` now (undefined: unmapped). A queue whose
+   * ioeventfd KVM refuses (a guest that put two BARs on one address) keeps
+   * working through the exit path (QueueOffload.notify).
+   */
   mapNotify(index: number, barBase: number | undefined): void {
     const device = this.devices[index]!;
-    const assign = (base: number, deassign: boolean): void =>
-      device.spec.queueFds.forEach((fd, queue) =>
-        this.vm.assignIoEventFd({
-          addr: base + VIRTIO_PCI_NOTIFY_OFFSET + queue * VIRTIO_PCI_NOTIFY_MULTIPLIER,
-          len: NOTIFY_WRITE_SIZE,
-          fd,
-          flags: deassign ? KVM_IOEVENTFD_FLAG_DEASSIGN : 0,
-        }),
-      );
-    if (device.notifyBase !== undefined) assign(device.notifyBase, true);
-    device.notifyBase = undefined;
+    const register = (fd: number, addr: number, deassign: boolean): void =>
+      this.vm.assignIoEventFd({ addr, len: NOTIFY_WRITE_SIZE, fd, flags: deassign ? KVM_IOEVENTFD_FLAG_DEASSIGN : 0 });
+    for (const [fd, addr] of device.registered) register(fd, addr, true);
+    device.registered.clear();
     if (barBase === undefined) return;
-    assign(barBase, false);
-    device.notifyBase = barBase;
+    device.spec.queueFds.forEach((fd, queue) => {
+      const addr = barBase + VIRTIO_PCI_NOTIFY_OFFSET + queue * VIRTIO_PCI_NOTIFY_MULTIPLIER;
+      try {
+        register(fd, addr, false);
+        device.registered.set(fd, addr);
+      } catch (err) {
+        this.log(`${device.spec.name}: no ioeventfd for queue ${queue} at 0x${addr.toString(16)} (${(err as { code?: string }).code ?? (err as Error).message}); its notifications exit`);
+      }
+    });
   }
 
   /** Starts the worker (once all devices are added). */
@@ -222,7 +227,7 @@ export class IoThread {
     if (this.worker && !this.lost) void this.worker.terminate();
     for (const device of this.devices) {
       try {
-        if (device.notifyBase !== undefined) this.mapNotify(this.devices.indexOf(device), undefined);
+        this.mapNotify(this.devices.indexOf(device), undefined);
         if (device.gsi !== undefined) this.vm.deassignIrqFd(device.spec.irqFd, device.gsi);
       } catch {
         // The VM is going away anyway; closing it drops the registrations.

@@ -329,6 +329,7 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
       this.addConfiguredVirtioDevices(config);
     } catch (err) {
       // The caller (create) closes the KVM handle.
+      this.io?.close();
       this.closeBackends();
       this.vm.close();
       this.memory.close();
@@ -509,10 +510,10 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     const windows = this.pciWindows.get(device) ?? new Map<number, BusDevice>();
     this.pciWindows.set(device, windows);
     const old = windows.get(bar);
-    const offloaded = this.offloaded.get(device);
-    // The notify addresses move with the BAR: re-register the ioeventfds.
-    if (offloaded !== undefined && bar === VIRTIO_PCI_BAR)
-      this.io!.mapNotify(offloaded, range && range.space === 'memory' && range.size > 0n ? Number(range.base) : undefined);
+    // The notify addresses move with the BAR: the ioeventfds leave the old
+    // place now and are registered at the new one once it is mapped.
+    const offloaded = bar === VIRTIO_PCI_BAR ? this.offloaded.get(device) : undefined;
+    if (offloaded !== undefined) this.io!.mapNotify(offloaded, undefined);
     if (old) {
       this.mmio.unregister(old);
       this.pio.unregister(old);
@@ -527,6 +528,7 @@ export class SyncMachine extends EventEmitter<MachineEvents> {
     const window = pciBarBusDevice(device, bar);
     (range.space === 'io' ? this.pio : this.mmio).register(Number(base), Number(range.size), window);
     windows.set(bar, window);
+    if (offloaded !== undefined && range.space === 'memory') this.io!.mapNotify(offloaded, Number(base));
   }
 
   /** Copies a flat binary into guest RAM at `gpa`. */
