@@ -17,8 +17,8 @@
 // DRIVER_OK, §2.1.2), notify() for each ioeventfd signal, stop() at a device
 // reset (the model's reset(), the queues dropped).
 import type { GuestMemory } from '../memory/guest-memory';
-import { SplitQueue, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VirtqueueError } from './split-queue';
-import type { QueueGeometry, VirtioDeviceModel, VirtioTransport } from './virtio-pci';
+import { SplitQueue, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC } from './split-queue';
+import { describeModelError, needsResetReason, type QueueGeometry, type VirtioDeviceModel, type VirtioTransport } from './virtio-pci';
 import type { VirtioSharedState } from './shared-state';
 
 /** ISR bits (§4.1.4.5). */
@@ -33,12 +33,6 @@ export interface QueueServerOptions {
   /** Asserts the device's interrupt line (the irqfd). */
   assertLine: () => void;
   log?: (message: string) => void;
-}
-
-function describe(err: unknown): string {
-  if (err instanceof VirtqueueError) return `${err.code}: ${err.message}`;
-  if (err instanceof Error) return `${err.name}: ${err.message}`;
-  return String(err);
 }
 
 export class QueueServer implements VirtioTransport {
@@ -109,7 +103,7 @@ export class QueueServer implements VirtioTransport {
     try {
       this.model.reset();
     } catch (err) {
-      this.log?.(`${this.name}: device model reset failed: ${describe(err)}`);
+      this.log?.(`${this.name}: device model reset failed: ${describeModelError(err)}`);
     }
   }
 
@@ -147,10 +141,10 @@ export class QueueServer implements VirtioTransport {
     if (this.shared.raiseIsr(bits) && !this.shared.intxDisabled) this.assertLine();
   }
 
+  /** As VirtioPciDevice.setNeedsReset: the first error of an episode is logged, with a configuration interrupt (§2.1.2). */
   private fail(where: string, err: unknown): void {
-    const kind = err instanceof VirtqueueError ? 'guest error' : 'device model error';
     if (!this.shared.setNeedsReset()) return;
-    this.log?.(`${this.name}: ${where}: ${kind}: ${describe(err)}; device needs reset`);
+    this.log?.(`${this.name}: ${needsResetReason(where, err)}; device needs reset`);
     this.raise(ISR_CONFIG);
   }
 }

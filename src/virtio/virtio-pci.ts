@@ -443,10 +443,17 @@ function isPowerOfTwo(n: number): boolean {
   return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
 }
 
-function describe(err: unknown): string {
+/** An error from a device model, for the log: the virtqueue error code, else the error's name. */
+export function describeModelError(err: unknown): string {
   if (err instanceof VirtqueueError) return `${err.code}: ${err.message}`;
   if (err instanceof Error) return `${err.name}: ${err.message}`;
   return String(err);
+}
+
+/** Why a device needs a reset: a guest that broke a queue (VirtqueueError), or a bug in the model. */
+export function needsResetReason(where: string, err: unknown): string {
+  const kind = err instanceof VirtqueueError ? 'guest error' : 'device model error';
+  return `${where}: ${kind}: ${describeModelError(err)}`;
 }
 
 export class VirtioPciDevice implements PciDevice, VirtioTransport {
@@ -637,8 +644,7 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
   }
 
   private fail(where: string, err: unknown): void {
-    const kind = err instanceof VirtqueueError ? 'guest error' : 'device model error';
-    this.setNeedsReset(`${where}: ${kind}: ${describe(err)}`);
+    this.setNeedsReset(needsResetReason(where, err));
   }
 
   private raiseIsr(bits: number): void {
@@ -900,7 +906,7 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
       this.device.reset();
     } catch (err) {
       // The device is reset on our side whatever the model says.
-      this.log?.(`${this.name}: device model reset failed: ${describe(err)}`);
+      this.log?.(`${this.name}: device model reset failed: ${describeModelError(err)}`);
     }
     for (const q of this.queues) {
       q.size = q.maxSize;
