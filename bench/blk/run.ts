@@ -137,7 +137,7 @@ async function main(): Promise<void> {
     qemu = await runGuest('qemu-system-x86_64', ['-accel', 'tcg', ...qemuArgs('cache=none,aio=threads')], bytes, timeout);
   }
   const row = (name: string, r: Result): string =>
-    r.ok ? `${name.padEnd(22)} write ${r.writeMBs!.toFixed(1).padStart(8)} MB/s   read ${r.readMBs!.toFixed(1).padStart(8)} MB/s   (run ${r.seconds.toFixed(1)} s)` : `${name.padEnd(22)} failed: ${r.failure}`;
+    r.ok ? `${name.padEnd(22)} write ${r.writeMBs!.toFixed(2).padStart(8)} MB/s   read ${r.readMBs!.toFixed(2).padStart(8)} MB/s   (run ${r.seconds.toFixed(1)} s)` : `${name.padEnd(22)} failed: ${r.failure}`;
   console.log(row('tskvm', tskvm));
   if (exitPath) console.log(row('tskvm --no-io-thread', exitPath));
   if (kvmFailure) console.log(`${'qemu -enable-kvm'.padEnd(22)} failed: ${kvmFailure}`);

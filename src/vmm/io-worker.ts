@@ -39,8 +39,8 @@ interface Served {
   server: QueueServer;
   /** Closes what the model opened (a disk image). */
   close(): void;
-  /** A NIC's tap: read while the guest has receive buffers. */
-  tap?: { tap: Tap; blocked: boolean };
+  /** A NIC's tap: read while the guest has receive buffers, and not after a read error. */
+  tap?: { tap: Tap; blocked: boolean; failed: boolean };
 }
 
 function buildModel(spec: OffloadedDeviceSpec): { model: VirtioDeviceModel; close(): void; tap?: Served['tap'] } {
@@ -54,7 +54,7 @@ function buildModel(spec: OffloadedDeviceSpec): { model: VirtioDeviceModel; clos
       // The fd belongs to whoever opened the tap; this thread only reads and writes it.
       const tap = Tap.fromFd(m.tapName, m.tapFd);
       tap.log = log;
-      const state = { tap, blocked: false };
+      const state = { tap, blocked: false, failed: false };
       const model = new VirtioNet({
         mac: parseMac(m.mac),
         onTransmit: (frame) => tap.write(frame),
@@ -106,13 +106,19 @@ function main(): void {
   /** Moves waiting frames from a tap to the guest until it runs out of receive buffers. */
   const readTap = (served: Served): void => {
     const t = served.tap!;
-    for (let f = t.tap.read(frame); f; f = t.tap.read(frame)) {
-      // `f` is a view of `frame`; VirtioNet copies it into the guest's buffer.
-      if (!(served.server.model as VirtioNet).receive(f)) {
-        // Dropped (no buffer): leave the rest in the tap's queue until the guest adds buffers.
-        t.blocked = true;
-        return;
+    try {
+      for (let f = t.tap.read(frame); f; f = t.tap.read(frame)) {
+        // `f` is a view of `frame`; VirtioNet copies it into the guest's buffer.
+        if (!(served.server.model as VirtioNet).receive(f)) {
+          // Dropped (no buffer): leave the rest in the tap's queue until the guest adds buffers.
+          t.blocked = true;
+          return;
+        }
       }
+    } catch (err) {
+      // The host side of the tap went away: this NIC receives nothing more; the other devices go on.
+      t.failed = true;
+      log(`${served.server.name}: reading tap ${t.tap.name} failed (${(err as { code?: string }).code ?? (err as Error).message}); the NIC receives no more frames`);
     }
   };
 
@@ -145,7 +151,7 @@ function main(): void {
   try {
     while (quitSeq < 0) {
       const fds = [...handlers.keys()];
-      for (const d of devices) if (d.tap && !d.tap.blocked && d.server.serving) fds.push(d.tap.tap.fd);
+      for (const d of devices) if (d.tap && !d.tap.blocked && !d.tap.failed && d.server.serving) fds.push(d.tap.tap.fd);
       // Last: the fds come back in this order, and a sync must follow the notifications that came before it.
       fds.push(data.doorbellFd);
       for (const fd of native.pollReadable(fds, -1)) {
