@@ -17,13 +17,18 @@
 // DRIVER_OK, §2.1.2), notify() for each ioeventfd signal, stop() at a device
 // reset (the model's reset(), the queues dropped).
 import type { GuestMemory } from '../memory/guest-memory';
-import { SplitQueue, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC } from './split-queue';
-import { describeModelError, needsResetReason, type QueueGeometry, type VirtioDeviceModel, type VirtioTransport } from './virtio-pci';
+import type { SplitQueue } from './split-queue';
+import {
+  describeModelError,
+  needsResetReason,
+  openSplitQueue,
+  VIRTIO_ISR_CONFIG,
+  VIRTIO_ISR_QUEUE,
+  type QueueGeometry,
+  type VirtioDeviceModel,
+  type VirtioTransport,
+} from './virtio-pci';
 import type { VirtioSharedState } from './shared-state';
-
-/** ISR bits (§4.1.4.5). */
-const ISR_QUEUE = 0x1;
-const ISR_CONFIG = 0x2;
 
 export interface QueueServerOptions {
   name: string;
@@ -69,21 +74,12 @@ export class QueueServer implements VirtioTransport {
     this.features = features;
     this.queues = [];
     this.live = true;
-    const has = (bit: number): boolean => (features & (1n << BigInt(bit))) !== 0n;
-    for (const g of geometry) {
+    for (const { index, ...areas } of geometry) {
       try {
-        this.queues[g.index] = new SplitQueue({
-          memory: this.memory,
-          size: g.size,
-          descTable: g.descTable,
-          availRing: g.availRing,
-          usedRing: g.usedRing,
-          eventIdx: has(VIRTIO_F_EVENT_IDX),
-          indirect: has(VIRTIO_F_INDIRECT_DESC),
-        });
+        this.queues[index] = openSplitQueue(this.memory, areas, features);
       } catch (err) {
         // The transport validated the same geometry; this is a bug, not the guest.
-        this.fail(`queue ${g.index}`, err);
+        this.fail(`queue ${index}`, err);
         return;
       }
     }
@@ -120,7 +116,7 @@ export class QueueServer implements VirtioTransport {
     if (!queue || !this.serving) return false;
     try {
       work(queue);
-      if (queue.needsNotification()) this.raise(ISR_QUEUE);
+      if (queue.needsNotification()) this.raise(VIRTIO_ISR_QUEUE);
     } catch (err) {
       this.fail(`queue ${index}`, err);
     }
@@ -129,7 +125,7 @@ export class QueueServer implements VirtioTransport {
 
   /** The generation counter is the transport's; a change of configuration made here only notifies. */
   signalConfigChange(): void {
-    this.raise(ISR_CONFIG);
+    this.raise(VIRTIO_ISR_CONFIG);
   }
 
   /** KVM lowered the line at the guest's EOI: assert it again while the ISR still has bits. */
@@ -145,6 +141,6 @@ export class QueueServer implements VirtioTransport {
   private fail(where: string, err: unknown): void {
     if (!this.shared.setNeedsReset()) return;
     this.log?.(`${this.name}: ${needsResetReason(where, err)}; device needs reset`);
-    this.raise(ISR_CONFIG);
+    this.raise(VIRTIO_ISR_CONFIG);
   }
 }

@@ -443,6 +443,19 @@ function isPowerOfTwo(n: number): boolean {
   return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
 }
 
+/**
+ * The split virtqueue a driver set up: its areas, and the ring features it
+ * negotiated (EVENT_IDX, INDIRECT_DESC). Throws VirtqueueError for bad areas.
+ */
+export function openSplitQueue(memory: GuestMemory, areas: Omit<QueueGeometry, 'index'>, features: bigint): SplitQueue {
+  return new SplitQueue({
+    memory,
+    ...areas,
+    eventIdx: (features & (1n << BigInt(VIRTIO_F_EVENT_IDX))) !== 0n,
+    indirect: (features & (1n << BigInt(VIRTIO_F_INDIRECT_DESC))) !== 0n,
+  });
+}
+
 /** An error from a device model, for the log: the virtqueue error code, else the error's name. */
 export function describeModelError(err: unknown): string {
   if (err instanceof VirtqueueError) return `${err.code}: ${err.message}`;
@@ -941,12 +954,7 @@ export class VirtioPciDevice implements PciDevice, VirtioTransport {
     }
     try {
       // Built (and so validated) here even when another thread serves the queue.
-      q.queue = new SplitQueue({
-        memory: this.memory,
-        ...this.areas(q),
-        eventIdx: (this.driverFeatures & (1n << BigInt(VIRTIO_F_EVENT_IDX))) !== 0n,
-        indirect: (this.driverFeatures & (1n << BigInt(VIRTIO_F_INDIRECT_DESC))) !== 0n,
-      });
+      q.queue = openSplitQueue(this.memory, this.areas(q), this.driverFeatures);
     } catch (err) {
       this.fail(`queue ${index}`, err);
       return;

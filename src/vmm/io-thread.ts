@@ -77,10 +77,6 @@ export class IoThread {
     this.logsRemote = logs.port1;
   }
 
-  get running(): boolean {
-    return this.worker !== undefined && !this.closed;
-  }
-
   /** True if the I/O thread did not answer in time: it may still use guest RAM. */
   get abandoned(): boolean {
     return this.lost;
@@ -225,15 +221,15 @@ export class IoThread {
     this.drainLogs();
     this.closed = true;
     if (this.worker && !this.lost) void this.worker.terminate();
-    for (const device of this.devices) {
+    this.devices.forEach((device, index) => {
       try {
-        this.mapNotify(this.devices.indexOf(device), undefined);
+        this.mapNotify(index, undefined);
         if (device.gsi !== undefined) this.vm.deassignIrqFd(device.spec.irqFd, device.gsi);
       } catch {
         // The VM is going away anyway; closing it drops the registrations.
       }
       for (const fd of [...device.spec.queueFds, device.spec.irqFd, device.spec.resampleFd]) native.close(fd);
-    }
+    });
     native.close(this.doorbellFd);
     this.commands.close();
     this.logs.close();

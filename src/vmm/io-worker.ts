@@ -27,6 +27,12 @@ import { IO_CONTROL_CELLS, IO_DONE, IO_ENDED, IO_LOGS, type IoCommand, type IoWo
 const data = workerData as IoWorkerData;
 const control = new Int32Array(data.control, 0, IO_CONTROL_CELLS);
 
+/** Answers the vCPU thread's stop, sync or quit `seq` (io-thread.ts sendAndWait). */
+function acknowledge(seq: number): void {
+  Atomics.store(control, IO_DONE, seq);
+  Atomics.notify(control, IO_DONE);
+}
+
 function log(message: string): void {
   data.logs.postMessage(message);
   Atomics.add(control, IO_LOGS, 1);
@@ -130,13 +136,11 @@ function main(): void {
         break;
       case 'stop':
         devices[command.device]?.server.stop();
-        Atomics.store(control, IO_DONE, command.seq);
-        Atomics.notify(control, IO_DONE);
+        acknowledge(command.seq);
         break;
       case 'sync':
         // The doorbell is polled last, so the notifications that were pending with it are served.
-        Atomics.store(control, IO_DONE, command.seq);
-        Atomics.notify(control, IO_DONE);
+        acknowledge(command.seq);
         break;
       case 'quit':
         quitSeq = command.seq;
@@ -148,9 +152,11 @@ function main(): void {
     for (let m = receiveMessageOnPort(data.commands); m; m = receiveMessageOnPort(data.commands)) handle(m.message as IoCommand);
   };
 
+  // The eventfds are fixed; the taps come and go with the guest's receive buffers.
+  const eventFds = [...handlers.keys()];
   try {
     while (quitSeq < 0) {
-      const fds = [...handlers.keys()];
+      const fds = [...eventFds];
       for (const d of devices) if (d.tap && !d.tap.blocked && !d.tap.failed && d.server.serving) fds.push(d.tap.tap.fd);
       // Last: the fds come back in this order, and a sync must follow the notifications that came before it.
       fds.push(data.doorbellFd);
@@ -176,8 +182,8 @@ function main(): void {
 /** Tells the vCPU thread this thread no longer touches guest RAM or the fds. */
 function end(seq = -1): void {
   Atomics.store(control, IO_ENDED, 1);
-  if (seq >= 0) Atomics.store(control, IO_DONE, seq);
-  Atomics.notify(control, IO_DONE);
+  if (seq >= 0) acknowledge(seq);
+  else Atomics.notify(control, IO_DONE);
   data.commands.close();
   data.logs.close();
 }
